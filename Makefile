@@ -1,0 +1,32 @@
+# freightwatch: the two commands of the README quick start, plus helpers.
+# Each target creates .venv when missing and (re)installs only when pyproject.toml changed.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.freightwatch-installed
+export YOLO_OFFLINE := true
+export ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS := 1
+
+.PHONY: install demo test lint weights clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/freightwatch demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""The ``freightwatch`` command line: a thin face over the Python API.
+
+Every subcommand calls one API function; errors a user can cause (:class:`FreightwatchError`)
+are printed as one line naming the file and the problem, with exit status 2. ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from freightwatch.errors import FreightwatchError
+
+app = typer.Typer(
+    name="freightwatch",
+    help="Measure freight activity (trucks, railcars, boats) from satellite imagery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+"""Messages, progress and errors."""
+stdout = Console()
+"""Results (tables) that a user may pipe."""
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
+) -> None:
+    """Measure freight activity (trucks, railcars, boats) from satellite imagery."""
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+# Subcommand modules register themselves on `app` when imported.
+from freightwatch.cli import data as _data  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FreightwatchError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,236 @@
+"""Writing rasters and vectors in map coordinates, and reading site zones.
+
+GeoJSON written in a scene's projected CRS carries the (pre-RFC 7946) ``crs`` member so GIS tools
+place it; every such file can also be written as an EPSG:4326 copy, which RFC 7946 requires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import transform_geom
+from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from freightwatch.errors import ZonesError
+
+ZONE_KINDS: tuple[str, ...] = ("lot", "bridge", "rail_yard", "river", "dock", "road", "water", "shore", "other")
+"""Zone kinds freightwatch knows. ``dock``/``shore`` mark mooring edges, ``river``/``water`` open water."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_geotiff(
+    path: str | Path,
+    array: np.ndarray,
+    crs: str | CRS | None,
+    transform: Affine,
+    nodata: float | None = None,
+    descriptions: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
+    photometric_rgb: bool = False,
+) -> Path:
+    """Write a tiled, deflate-compressed GeoTIFF.
+
+    Args:
+        path: Output file.
+        array: ``(bands, H, W)`` or ``(H, W)``.
+        crs: CRS of ``transform`` (``None`` writes an ungeoreferenced TIFF).
+        transform: Pixel -> map affine.
+        nodata: Nodata value to record.
+        descriptions: One name per band (e.g. class names for density maps).
+        tags: Dataset-level metadata tags (e.g. ``ACQUISITION_TIME``).
+        photometric_rgb: Mark a 3-band uint8 image as RGB so viewers show colour.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = array[None] if array.ndim == 2 else array
+    count, height, width = arr.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": arr.dtype.name,
+        "crs": crs, "transform": transform, "nodata": nodata, "compress": "deflate",
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
+    }
+    if arr.dtype == np.uint8:
+        profile["predictor"] = 2
+    elif np.issubdtype(arr.dtype, np.floating):
+        profile["predictor"] = 3
+    if photometric_rgb and count == 3 and arr.dtype == np.uint8:
+        profile["photometric"] = "RGB"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(arr)
+        if descriptions:
+            for i, d in enumerate(descriptions, start=1):
+                dst.set_band_description(i, d)
+        if tags:
+            dst.update_tags(**tags)
+    os.replace(tmp, path)
+    return path
+
+
+def _feature_collection(
+    features: Iterable[tuple[BaseGeometry | dict[str, Any], dict[str, Any]]],
+    src_crs: str | None,
+    dst_crs: str | None,
+) -> dict[str, Any]:
+    feats = []
+    for geom, props in features:
+        g = mapping(geom) if isinstance(geom, BaseGeometry) else geom
+        if src_crs and dst_crs and CRS.from_user_input(src_crs) != CRS.from_user_input(dst_crs):
+            g = transform_geom(src_crs, dst_crs, g)
+        feats.append({"type": "Feature", "properties": props, "geometry": g})
+    fc: dict[str, Any] = {"type": "FeatureCollection", "features": feats}
+    out_crs = dst_crs or src_crs
+    if out_crs and CRS.from_user_input(out_crs) != CRS.from_epsg(4326):
+        fc["crs"] = {"type": "name", "properties": {"name": _crs_urn(out_crs)}}
+    return fc
+
+
+def _crs_urn(crs: str) -> str:
+    epsg = CRS.from_user_input(crs).to_epsg()
+    return f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else CRS.from_user_input(crs).to_wkt()
+
+
+def write_geojson(
+    path: str | Path,
+    features: Iterable[tuple[BaseGeometry | dict[str, Any], dict[str, Any]]],
+    crs: str | None,
+    wgs84_copy: bool = False,
+) -> list[Path]:
+    """Write features (geometry in ``crs``, properties) as GeoJSON.
+
+    Args:
+        path: Output file, in the features' own CRS.
+        features: ``(geometry, properties)`` pairs.
+        crs: CRS of the geometries; ``None`` for pixel or unknown coordinates.
+        wgs84_copy: Also write ``<stem>_4326.geojson`` reprojected to EPSG:4326.
+
+    Returns:
+        The files written.
+    """
+    feats = list(features)
+    path = Path(path)
+    atomic_write_bytes(path, json.dumps(_feature_collection(feats, crs, None)).encode())
+    written = [path]
+    if wgs84_copy and crs:
+        p2 = path.with_name(f"{path.stem}_4326{path.suffix}")
+        atomic_write_bytes(p2, json.dumps(_feature_collection(feats, crs, "EPSG:4326")).encode())
+        written.append(p2)
+    return written
+
+
+@dataclass
+class Zone:
+    """A named area of a site in map coordinates.
+
+    Attributes:
+        name: Unique name (e.g. ``lot_north``).
+        kind: One of :data:`ZONE_KINDS`.
+        geometry: Polygon (or multipolygon) in the zones' CRS.
+        classes: Classes counted in this zone (all when empty).
+        properties: Other properties from the file.
+    """
+
+    name: str
+    kind: str
+    geometry: BaseGeometry
+    classes: tuple[str, ...] = ()
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def read_zones(path: str | Path, to_crs: str | None = None) -> tuple[list[Zone], str | None]:
+    """Read a zones GeoJSON; optionally reproject it to a scene's CRS.
+
+    Each feature needs ``name`` and ``kind`` properties and a polygonal geometry. The file's CRS
+    comes from its ``crs`` member, else EPSG:4326 (RFC 7946).
+
+    Args:
+        path: GeoJSON file.
+        to_crs: Reproject the zones to this CRS.
+
+    Returns:
+        The zones and the CRS their geometries are now in.
+
+    Raises:
+        ZonesError: unreadable JSON, missing properties, non-polygon geometry, unknown kind, or a
+            CRS that cannot be transformed.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZonesError(path, f"not a readable GeoJSON file ({exc})") from exc
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(
+        data.get("features"), list
+    ):
+        raise ZonesError(path, "expected a GeoJSON FeatureCollection with a 'features' list")
+    src_crs = "EPSG:4326"
+    crs_member = data.get("crs")
+    if crs_member is not None:
+        try:
+            src_crs = CRS.from_user_input(crs_member["properties"]["name"]).to_string()
+        except (KeyError, TypeError, CRSError) as exc:
+            raise ZonesError(path, f"unrecognised 'crs' member {crs_member!r}") from exc
+    zones: list[Zone] = []
+    seen: set[str] = set()
+    for i, feat in enumerate(data["features"], start=1):
+        if not isinstance(feat, dict):
+            raise ZonesError(path, f"feature {i} is not an object")
+        props = feat.get("properties") or {}
+        name, kind = props.get("name"), props.get("kind")
+        if not isinstance(name, str) or not name:
+            raise ZonesError(path, f"feature {i} has no 'name' property")
+        if kind not in ZONE_KINDS:
+            raise ZonesError(path, f"zone {name!r}: kind {kind!r} is not one of {', '.join(ZONE_KINDS)}")
+        if name in seen:
+            raise ZonesError(path, f"zone name {name!r} is used twice")
+        seen.add(name)
+        try:
+            geom_json = feat["geometry"]
+            if to_crs and CRS.from_user_input(to_crs) != CRS.from_user_input(src_crs):
+                geom_json = transform_geom(src_crs, to_crs, geom_json)
+            geom = shape(geom_json)
+        except Exception as exc:  # noqa: BLE001 - shapely/GDAL raise many types for bad geometry
+            raise ZonesError(path, f"zone {name!r}: bad geometry ({exc})") from exc
+        if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+            raise ZonesError(path, f"zone {name!r}: geometry must be a non-empty Polygon/MultiPolygon")
+        if not geom.is_valid:
+            geom = geom.buffer(0)
+        if not np.isfinite(geom.bounds).all():
+            raise ZonesError(path, f"zone {name!r}: coordinates cannot be transformed to {to_crs}")
+        classes = tuple(props.get("classes") or ())
+        extra = {k: v for k, v in props.items() if k not in ("name", "kind", "classes")}
+        zones.append(Zone(name, kind, geom, classes, extra))
+    return zones, (to_crs or src_crs)
+
+
+def write_zones(path: str | Path, zones: Sequence[Zone], crs: str | None) -> list[Path]:
+    """Write zones as GeoJSON in ``crs`` (plus nothing else: zones are inputs, kept in one CRS)."""
+    feats = [
+        (z.geometry, {"name": z.name, "kind": z.kind, "classes": list(z.classes), **z.properties}) for z in zones
+    ]
+    return write_geojson(path, feats, crs)
