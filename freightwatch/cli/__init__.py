@@ -43,6 +43,9 @@ def _root(
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
         force=True,
     )
+    # GDAL reports every failed read through rasterio's logger; our errors already say it in one line.
+    for noisy in ("rasterio", "rasterio._env", "ultralytics"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # Subcommand modules register themselves on `app` when imported.

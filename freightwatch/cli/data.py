@@ -101,3 +101,106 @@ def degrade_cmd(
         paths = degrade_scene(scene, label_set.images[0], gsd, out, sensor=sensor, seed=seed, sigma=sigma)
     for p in paths.values():
         typer.echo(f"wrote {p}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder."),
+    seed: int = typer.Option(0, help="Site seed."),
+    size_m: float = typer.Option(1000.0, "--size-m", help="Site side in metres."),
+) -> None:
+    """Run the bundled demo on a synthetic border-crossing site (offline, CPU)."""
+    from freightwatch.demo import run_demo
+
+    with console.status("running the demo"):
+        res = run_demo(out, seed=seed, size_m=size_m)
+    zones = sorted({z for z, _ in res.true_counts} | {z for z, _ in res.density_counts})
+    table = Table(title="objects per zone: truth at 0.5 m vs density-map integral at 3 m")
+    table.add_column("zone")
+    for c in CLASSES:
+        table.add_column(f"{c} true", justify="right")
+        table.add_column(f"{c} 3 m", justify="right")
+    for z in zones:
+        row = [z]
+        for c in CLASSES:
+            row.append(str(res.true_counts.get((z, c), 0)))
+            d = res.density_counts.get((z, c))
+            row.append("-" if d is None else f"{d:.1f}")
+        table.add_row(*row)
+    stdout.print(table)
+    for name, p in res.files.items():
+        typer.echo(f"{name:>16}: {p}")
+
+
+@app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Labels to read (file or folder, depending on the format)."),
+    src_fmt: str = typer.Option(..., "--from", help="Input format: coco, yolo, dota, xview."),
+    dst_fmt: str = typer.Option(..., "--to", help="Output format: coco, yolo, dota, xview."),
+    out: Path = typer.Option(..., "--out", help="Output file (coco, xview) or folder (yolo, dota)."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="YAML class mapping for other datasets."),
+    lenient: bool = typer.Option(False, help="Skip malformed records (and report them) instead of failing."),
+) -> None:
+    """Convert labels between COCO, YOLO, DOTA and xView, mapping classes to truck/railcar/boat."""
+    from freightwatch.datasets.formats import read_labels, write_labels
+
+    labels = read_labels(src, src_fmt, mapping=_load_mapping(mapping), lenient=lenient)
+    written = write_labels(labels, out, dst_fmt)
+    console.print(f"read {labels.summary()}")
+    for msg in labels.skipped[:10]:
+        console.print(f"  skipped: {msg}", highlight=False)
+    typer.echo(f"wrote {written}")
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--split expects train,val,test fractions like 0.8,0.2,0, got {text!r}") from None
+    parts += [0.0] * (3 - len(parts))
+    if len(parts) != 3:
+        raise typer.BadParameter(f"--split expects at most three fractions, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+@app.command("chips")
+def chips_cmd(
+    scenes: list[Path] = typer.Argument(..., help="Scene folders, each with scene.tif and labels.json (COCO)."),
+    out: Path = typer.Option(..., "--out", help="Dataset root to write (YOLO data.yaml + COCO JSON)."),
+    size: int = typer.Option(640, help="Chip size in pixels."),
+    overlap: float = typer.Option(0.2, help="Overlap: fraction of the chip size (<1) or pixels."),
+    min_visible: float = typer.Option(0.5, "--min-visible", help="Keep border-cut objects at least this visible."),
+    keep_empty: float = typer.Option(0.2, "--keep-empty", help="Fraction of object-free chips to keep."),
+    split: str = typer.Option("0.8,0.2,0", help="Train,val,test fractions of scenes (split by scene)."),
+    seed: int = typer.Option(0, help="Split seed."),
+    bands: str | None = typer.Option(None, help="RGB band choice for multi-band scenes, e.g. 3,2,1."),
+) -> None:
+    """Cut labeled scenes into training chips: an ultralytics YOLO dataset plus COCO JSON, split by scene."""
+    from freightwatch.datasets.chips import ChipConfig, export_chips
+    from freightwatch.datasets.formats.coco import read_coco
+
+    pairs = []
+    for d in scenes:
+        scene, labels = d / "scene.tif", d / "labels.json"
+        for p in (scene, labels):
+            if not p.is_file():
+                raise FreightwatchError(f"{d}: expected {p.name} in the scene folder")
+        ls = read_coco(labels)
+        if len(ls.images) != 1:
+            raise FreightwatchError(f"{labels}: expected one scene, found {len(ls.images)} images")
+        im = ls.images[0]
+        im.scene_id = im.scene_id or d.name
+        pairs.append((scene, im))
+    cfg = ChipConfig(size=size, overlap=overlap, min_visible=min_visible, keep_empty=keep_empty,
+                     fractions=_parse_fractions(split), seed=seed, bands=_parse_bands(bands))
+    try:
+        res = export_chips(pairs, out, cfg)
+    except ValueError as exc:
+        raise FreightwatchError(str(exc)) from exc
+    table = Table(title=f"chips in {out}")
+    for col in ("split", "chips", *CLASSES):
+        table.add_column(col, justify="right")
+    for s, n in res.chips.items():
+        table.add_row(s, str(n), *(str(res.objects[s].get(c, 0)) for c in CLASSES))
+    stdout.print(table)
+    typer.echo(f"wrote {res.data_yaml}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -234,3 +235,20 @@ def write_zones(path: str | Path, zones: Sequence[Zone], crs: str | None) -> lis
         (z.geometry, {"name": z.name, "kind": z.kind, "classes": list(z.classes), **z.properties}) for z in zones
     ]
     return write_geojson(path, feats, crs)
+
+
+def zone_of_points(points_map: np.ndarray, zones: Sequence[Zone]) -> list[str | None]:
+    """Name of the zone containing each map point (first in file order), ``None`` outside all zones.
+
+    Args:
+        points_map: ``(N, 2)`` map coordinates in the zones' CRS.
+        zones: Zones to test, in priority order where they overlap.
+    """
+    out: list[str | None] = [None] * len(points_map)
+    if len(points_map) == 0 or not zones:
+        return out
+    xy = np.asarray(points_map, dtype=float)
+    for z in reversed(zones):  # reversed so the first zone in file order wins on overlaps
+        for i in np.flatnonzero(shapely.contains_xy(z.geometry, xy[:, 0], xy[:, 1])):
+            out[i] = z.name
+    return out
