@@ -335,6 +335,19 @@ class Scene:
         rgb[:, ~mask] = 0
         return np.ascontiguousarray(rgb.transpose(1, 2, 0)), mask
 
+    def read_overview(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        """The whole scene as RGB uint8, decimated so its long side is at most ``max_side``.
+
+        Returns:
+            The image and the factor from scene pixels to overview pixels (<= 1).
+        """
+        ds = self._ds
+        f = min(1.0, max_side / max(ds.width, ds.height))
+        h, w = max(1, round(ds.height * f)), max(1, round(ds.width * f))
+        data = ds.read(list(self.bands), out_shape=(3, h, w), resampling=Resampling.average, masked=True)
+        rgb = self.stretch.apply(np.ma.filled(data, 0))
+        return np.ascontiguousarray(rgb.transpose(1, 2, 0)), w / ds.width
+
     def read_bands(self, window: Window | None = None, indexes: list[int] | None = None) -> np.ndarray:
         """Raw band values ``(bands, H, W)`` for a window, without stretch (all bands by default)."""
         idx = indexes or list(range(1, self.info.count + 1))

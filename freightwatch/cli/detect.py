@@ -1,0 +1,80 @@
+"""Detector commands: ``freightwatch train detector`` and ``freightwatch detect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from freightwatch.cli import app, console, stdout
+from freightwatch.cli.data import _parse_bands, _parse_fractions
+
+train_app = typer.Typer(help="Train models (detector for 0.3-1 m imagery).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("detector")
+def train_detector_cmd(
+    data: Path = typer.Argument(..., help="data.yaml / YOLO folder, COCO JSON, or a folder of scene folders."),
+    out: Path = typer.Option(Path("runs/train-detector"), "--out", help="Run folder."),
+    model: str = typer.Option("yolo11n.yaml", help="Model YAML to build from (used when no --weights)."),
+    weights: Path | None = typer.Option(None, help="Local pretrained weights to fine-tune (.pt, trusted only)."),
+    epochs: int = typer.Option(50, help="Training epochs."),
+    imgsz: int = typer.Option(640, help="Training image size."),
+    batch: int = typer.Option(16, help="Batch size."),
+    seed: int = typer.Option(0, help="Seed (same seed, same weights on the same machine)."),
+    device: str | None = typer.Option(None, help="cpu, 0, 1, ... (default: GPU if available)."),
+    workers: int = typer.Option(2, help="Data loader workers."),
+    augment: float = typer.Option(1.0, help="Strength of nadir augmentations (0 disables)."),
+    gsd: float | None = typer.Option(None, help="GSD of the training imagery in m (recorded in the model card)."),
+    chip_size: int = typer.Option(640, "--chip-size", help="Chip size when chipping scene folders."),
+    split: str = typer.Option("0.8,0.2,0", help="Train,val,test scene fractions when chipping."),
+) -> None:
+    """Train the truck/railcar/boat detector (ultralytics YOLO), offline, from a YAML or local weights."""
+    from freightwatch.datasets.chips import ChipConfig
+    from freightwatch.training.detector import DetectorTrainConfig, train_detector
+
+    cfg = DetectorTrainConfig(
+        model=model, weights=weights, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, device=device,
+        workers=workers, augment=augment, gsd=gsd,
+        chip=ChipConfig(size=chip_size, fractions=_parse_fractions(split), seed=seed),
+    )
+    res = train_detector(data, out, cfg)
+    typer.echo(f"weights: {res.weights}\ncard:    {res.card}\nmetrics: {res.metrics}")
+
+
+@app.command("detect")
+def detect_cmd(
+    scene: Path = typer.Argument(..., help="GeoTIFF scene (any size)."),
+    zones: Path | None = typer.Option(None, "--zones", help="Zones GeoJSON (lot, bridge, rail_yard, river, dock)."),
+    out: Path = typer.Option(Path("runs/detect"), "--out", help="Output folder."),
+    weights: Path | None = typer.Option(None, help="Detector weights (default: bundled demo weights)."),
+    conf: float = typer.Option(0.25, help="Score threshold."),
+    slice_size: int | None = typer.Option(None, "--slice-size", help="Slice size (default: model's image size)."),
+    overlap: float = typer.Option(0.2, help="Slice overlap (fraction of the slice)."),
+    batch: int = typer.Option(8, help="Slices per forward pass."),
+    resample: bool = typer.Option(False, help="Resample the scene to the detector's training GSD."),
+    dock_distance: float = typer.Option(15.0, "--dock-distance", help="Boats this close (m) to a dock are docked."),
+    bands: str | None = typer.Option(None, help="RGB band choice for multi-band scenes, e.g. 3,2,1."),
+    device: str | None = typer.Option(None, help="Torch device (cpu, 0, ...)."),
+) -> None:
+    """Detect trucks, railcars and boats in a scene; write GeoJSON, counts per zone and an overlay PNG."""
+    from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
+    from freightwatch.models.detector import Detector
+
+    cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
+                       dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device)
+    detector = Detector.load(weights)
+    result = detect_scene(scene, detector, cfg, zones)
+    files = write_detections(result, scene, out, bands=cfg.bands)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    table = Table(title=f"detections in {scene.name}")
+    for col in ("zone", "class", "state", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for (z, c, s), n in sorted(result.counts().items()):
+        table.add_row(z, c, s, str(n))
+    stdout.print(table)
+    for name, p in files.items():
+        typer.echo(f"{name:>16}: {p}")

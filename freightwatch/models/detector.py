@@ -1,0 +1,247 @@
+"""The truck / railcar / boat detector: an ultralytics YOLO network plus a model card.
+
+freightwatch's own detector weights are stored as ``.safetensors`` (the network's state dict)
+next to a ``.json`` model card that holds the architecture and how the weights were made, so
+they load without unpickling anything. Ultralytics ``.pt`` checkpoints are Python pickles that
+can run code when loaded: accept them only from sources you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from freightwatch.datasets.annotations import Annotation
+from freightwatch.errors import InputFileError
+from freightwatch.models import ultralytics_env
+from freightwatch.taxonomy import CLASSES, ClassMapping
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+"""Where the demo weights ship inside the package."""
+
+
+def bundled_detector() -> Path:
+    """Path of the bundled demo detector weights (``.safetensors``)."""
+    return BUNDLED_DIR / "detector.safetensors"
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """Current git commit of the working tree, or ``None`` outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@dataclass
+class DetectorCard:
+    """What a detector is and how it was made (written next to its weights as JSON).
+
+    Attributes:
+        classes: Class names in output order.
+        gsd: Ground sample distance (m/px) of the training imagery; scenes far from it are
+            resampled or warned about.
+        imgsz: Training and default inference image size.
+        arch: Model YAML it was built from (e.g. ``yolo11n.yaml``).
+        model_yaml: The parsed architecture (with ``nc``), enough to rebuild the network.
+        base_weights: Pretrained weights it was fine-tuned from, if any.
+        data: Training data description.
+        epochs: Epochs trained.
+        seed: Training seed.
+        commit: freightwatch git commit of the training run.
+        created: UTC timestamp.
+        metrics: Validation metrics.
+        extra: Anything else (augmentations, versions).
+    """
+
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    gsd: float | None = 0.5
+    imgsz: int = 640
+    arch: str = "yolo11n.yaml"
+    model_yaml: dict[str, Any] = field(default_factory=dict)
+    base_weights: str | None = None
+    data: str = ""
+    epochs: int = 0
+    seed: int = 0
+    commit: str | None = None
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the card as JSON."""
+        path = Path(path)
+        path.write_text(json.dumps(asdict(self), indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DetectorCard:
+        """Read a card; unknown keys are kept in ``extra``.
+
+        Raises:
+            InputFileError: the file is missing or not a card.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputFileError(path, f"cannot read model card ({exc})") from exc
+        if not isinstance(data, dict) or "classes" not in data:
+            raise InputFileError(path, "not a freightwatch detector card (no 'classes')")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        extra = {k: v for k, v in data.items() if k not in cls.__dataclass_fields__}
+        card = cls(**known)
+        card.extra.update(extra)
+        return card
+
+
+class Detector:
+    """A loaded detector: predicts oriented-as-axis-aligned boxes for truck, railcar and boat.
+
+    Args:
+        yolo: An ``ultralytics.YOLO`` object whose classes are freightwatch classes.
+        card: Its model card.
+    """
+
+    def __init__(self, yolo: Any, card: DetectorCard) -> None:
+        self.yolo = yolo
+        self.card = card
+        names = yolo.model.names
+        self._cls_of: dict[int, str | None] = {}
+        mapping = ClassMapping.builtin()
+        for i, n in (names.items() if isinstance(names, dict) else enumerate(names)):
+            self._cls_of[int(i)] = mapping(str(n))
+        if not any(self._cls_of.values()):
+            raise ValueError(
+                f"the detector's classes ({', '.join(map(str, self._cls_of))}: "
+                f"{', '.join(str(n) for n in (names.values() if isinstance(names, dict) else names))}) "
+                "include none of truck, railcar, boat"
+            )
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Detector:
+        """Load weights: freightwatch ``.safetensors`` (+ ``.json`` card) or a trusted ultralytics ``.pt``.
+
+        Args:
+            path: Weights file; the bundled demo detector when ``None``.
+
+        Raises:
+            InputFileError: missing file, unreadable weights, or a card that does not match.
+        """
+        path = Path(path) if path is not None else bundled_detector()
+        if not path.is_file():
+            hint = " (run `make weights` to train the bundled demo weights)" if path == bundled_detector() else ""
+            raise InputFileError(path, f"weights file does not exist{hint}")
+        if path.suffix == ".safetensors":
+            return cls._load_safetensors(path)
+        if path.suffix == ".pt":
+            return cls._load_pt(path)
+        raise InputFileError(path, "unknown weights type: expected .safetensors (freightwatch) or .pt (ultralytics)")
+
+    @classmethod
+    def _load_safetensors(cls, path: Path) -> Detector:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        card_path = path.with_suffix(".json")
+        card = DetectorCard.load(card_path)
+        if not card.model_yaml:
+            raise InputFileError(card_path, "model card has no 'model_yaml' architecture")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise InputFileError(path, f"not a safetensors file ({exc})") from exc
+        YOLO = ultralytics_env.yolo()  # noqa: N806 - the class
+        from ultralytics.nn.tasks import DetectionModel
+
+        yolo = YOLO(card.arch, task="detect")
+        net = DetectionModel(cfg=dict(card.model_yaml), nc=len(card.classes), verbose=False)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise InputFileError(path, f"weights do not match the architecture in {card_path.name}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+        net.names = dict(enumerate(card.classes))
+        net.args = dict(yolo.model.args)
+        net.task = "detect"
+        net.eval()
+        yolo.model = net
+        return cls(yolo, card)
+
+    @classmethod
+    def _load_pt(cls, path: Path) -> Detector:
+        YOLO = ultralytics_env.yolo()  # noqa: N806 - the class
+        try:
+            yolo = YOLO(str(path), task="detect")
+        except Exception as exc:  # noqa: BLE001 - torch/pickle raise many types on bad files
+            raise InputFileError(path, f"not an ultralytics checkpoint ({str(exc).splitlines()[0][:200]})") from exc
+        card_path = path.with_suffix(".json")
+        card = DetectorCard.load(card_path) if card_path.is_file() else DetectorCard(
+            classes=[str(n) for n in yolo.model.names.values()], gsd=None, arch=str(path.name),
+            imgsz=int(yolo.model.args.get("imgsz", 640)) if isinstance(yolo.model.args, dict) else 640,
+        )
+        try:
+            return cls(yolo, card)
+        except ValueError as exc:
+            raise InputFileError(path, str(exc)) from exc
+
+    def save(self, path: str | Path) -> Path:
+        """Save as ``.safetensors`` plus a ``.json`` card (no pickle)."""
+        from safetensors.torch import save_file
+
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net = self.yolo.model
+        self.card.model_yaml = dict(net.yaml)
+        self.card.classes = [self._cls_of[i] or str(net.names[i]) for i in sorted(self._cls_of)]
+        state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        save_file(state, str(path), metadata={"format": "freightwatch-detector"})
+        self.card.save(path.with_suffix(".json"))
+        return path
+
+    # -- prediction -------------------------------------------------------------------------------
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        conf: float = 0.25,
+        iou: float = 0.5,
+        imgsz: int | None = None,
+        max_det: int = 2000,
+        device: str | None = None,
+    ) -> list[list[Annotation]]:
+        """Detect objects in a batch of RGB uint8 images.
+
+        ``max_det`` defaults high: ultralytics' 300 silently caps recall on dense overhead tiles.
+
+        Returns:
+            One list of annotations (pixel boxes, ``score`` set) per image.
+        """
+        if not images:
+            return []
+        bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]  # ultralytics expects OpenCV order
+        results = self.yolo.predict(
+            bgr, conf=conf, iou=iou, imgsz=imgsz or self.card.imgsz, max_det=max_det, verbose=False,
+            device=device, batch=len(bgr),
+        )
+        out: list[list[Annotation]] = []
+        for r in results:
+            boxes = r.boxes
+            xyxy = boxes.xyxy.cpu().numpy()
+            scores = boxes.conf.cpu().numpy()
+            cls_ids = boxes.cls.cpu().numpy().astype(int)
+            anns = [
+                Annotation.from_bbox(name, xyxy[k], score=float(scores[k]))
+                for k in range(len(xyxy))
+                if (name := self._cls_of.get(int(cls_ids[k]))) is not None
+            ]
+            out.append(anns)
+        return out

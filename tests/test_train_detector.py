@@ -1,0 +1,97 @@
+"""Training runs offline for one epoch on a tiny set and produces weights that load without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import make_raster
+
+from freightwatch.datasets.annotations import Annotation, ImageLabels
+from freightwatch.datasets.chips import ChipConfig
+from freightwatch.datasets.formats.coco import write_coco
+from freightwatch.errors import InputFileError
+from freightwatch.models.detector import Detector
+from freightwatch.training.detector import DetectorTrainConfig, nadir_augmentations, train_detector
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    for i in range(3):
+        d = root / f"s{i}"
+        d.mkdir()
+        p = make_raster(d / "scene.tif", size=(256, 256), seed=i)
+        with rasterio.open(p, "r+") as ds:
+            a = ds.read()
+            a[:, 50:60, 40:100] = 250
+            ds.write(a)
+        lab = ImageLabels("scene.tif", 256, 256, [Annotation.from_bbox("truck", (40, 50, 100, 60))], gsd=0.5,
+                          scene_id=f"s{i}")
+        write_coco([lab], d / "labels.json")
+    out = tmp_path_factory.mktemp("run")
+    cfg = DetectorTrainConfig(epochs=1, imgsz=128, batch=4, workers=0,
+                              chip=ChipConfig(size=128, overlap=0.25, keep_empty=1.0, fractions=(0.67, 0.33, 0.0)))
+    return train_detector(root, out, cfg)
+
+
+def test_one_epoch_writes_safetensors_card_and_metrics(tiny_run):
+    assert tiny_run.weights.suffix == ".safetensors" and tiny_run.weights.stat().st_size > 100_000
+    card = json.loads(tiny_run.card.read_text())
+    assert card["classes"] == ["truck", "railcar", "boat"] and card["gsd"] == 0.5 and card["epochs"] == 1
+    assert card["model_yaml"]["nc"] == 3
+    assert "RandomRotate90" in card["extra"]["augmentations"]
+    assert "metrics" in json.loads(tiny_run.metrics.read_text())
+
+
+def test_weights_load_without_unpickling_and_predict(tiny_run, monkeypatch):
+    import pickle
+
+    import torch
+
+    def forbidden(*a, **k):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    det = Detector.load(tiny_run.weights)
+    preds = det.predict([np.zeros((128, 128, 3), np.uint8)] * 2, conf=0.5)
+    assert len(preds) == 2
+
+
+def test_bad_weights_files(tmp_path, tiny_run):
+    with pytest.raises(InputFileError, match="does not exist"):
+        Detector.load(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a tensor file")
+    junk.with_suffix(".json").write_text(tiny_run.card.read_text())
+    with pytest.raises(InputFileError, match="junk.safetensors"):
+        Detector.load(junk)
+    card = json.loads(tiny_run.card.read_text())
+    card["model_yaml"]["nc"] = 5
+    card["classes"] = ["a", "b", "c", "d", "e"]
+    mism = tmp_path / "mism.safetensors"
+    mism.write_bytes(tiny_run.weights.read_bytes())
+    mism.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(InputFileError, match="do not match"):
+        Detector.load(mism)
+    pt = tmp_path / "x.pt"
+    pt.write_bytes(b"garbage")
+    with pytest.raises(InputFileError, match="not an ultralytics checkpoint"):
+        Detector.load(pt)
+
+
+def test_augmentations_keep_boxes_consistent():
+    import albumentations as A
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10:20, 30:50] = 255
+    t = A.Compose(nadir_augmentations(), bbox_params=A.BboxParams(format="pascal_voc", label_fields=["c"]), seed=1)
+    for _ in range(10):
+        r = t(image=img, bboxes=[(30, 10, 50, 20)], c=[0])
+        (x0, y0, x1, y1), = r["bboxes"]
+        patch = r["image"][int(y0) + 1: int(y1) - 1, int(x0) + 1: int(x1) - 1]
+        assert patch.mean() > 100  # the box still frames the bright object after rotation/flip
