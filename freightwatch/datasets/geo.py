@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from freightwatch.datasets.annotations import ImageLabels
 from freightwatch.errors import ZonesError
 
 ZONE_KINDS: tuple[str, ...] = ("lot", "bridge", "rail_yard", "river", "dock", "road", "water", "shore", "other")
@@ -252,3 +254,20 @@ def zone_of_points(points_map: np.ndarray, zones: Sequence[Zone]) -> list[str | 
         for i in np.flatnonzero(shapely.contains_xy(z.geometry, xy[:, 0], xy[:, 1])):
             out[i] = z.name
     return out
+
+
+def count_by_zone(labels: ImageLabels, zones: Sequence[Zone]) -> Counter[tuple[str, str]]:
+    """Objects per (zone, class) by object centre; zone ``outside`` for objects in no zone.
+
+    Args:
+        labels: Objects with the ``transform`` of their image (zones are in map coordinates).
+        zones: Zones in the same CRS as ``labels.transform``.
+    """
+    centres = labels.centers()
+    if not len(centres):
+        return Counter()
+    if labels.transform is None:
+        raise ValueError(f"{labels.file_name}: counting by zone needs the image's transform")
+    mx, my = labels.transform @ (centres[:, 0], centres[:, 1])
+    names = zone_of_points(np.column_stack([mx, my]), zones)
+    return Counter((n or "outside", a.cls) for n, a in zip(names, labels.annotations, strict=True))

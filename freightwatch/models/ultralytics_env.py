@@ -34,6 +34,9 @@ def configure() -> Path:
     os.environ.setdefault("YOLO_OFFLINE", "true")
     os.environ.setdefault("ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS", "1")
     os.environ.setdefault("YOLO_VERBOSE", "false")
+    # ultralytics pins OMP_NUM_THREADS=1 when unset, which halves CPU inference speed on 2 cores.
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                  else os.cpu_count() or 1))
     if "ultralytics" not in sys.modules:
         return cfg
     from ultralytics.utils import SETTINGS
@@ -52,4 +55,12 @@ def yolo():
     from ultralytics import YOLO
 
     configure()  # now that ultralytics is imported, switch its integrations off
+    import torch
+    from ultralytics.utils import torch_utils
+
+    wanted = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    # select_device() resets torch to cpu_count-1 threads (1 on a 2-core machine) on every setup.
+    torch_utils.NUM_THREADS = max(torch_utils.NUM_THREADS, wanted)
+    if torch.get_num_threads() < wanted:
+        torch.set_num_threads(wanted)
     return YOLO

@@ -1,0 +1,72 @@
+"""The demo behind ``make demo``: a synthetic border-crossing site, end to end, offline.
+
+It generates a site at 0.5 m with exact labels and zones, renders an overlay, simulates the
+3 m sensor with density targets, and prints the true counts per zone next to the density
+integrals, so a new user sees every stage of the data layer produce files they can open.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rasterio
+from rasterio.features import geometry_mask
+
+from freightwatch.datasets.coarse import SensorModel, degrade_scene
+from freightwatch.datasets.geo import Zone, count_by_zone
+from freightwatch.datasets.synthetic import SiteConfig, generate_site, write_site
+from freightwatch.taxonomy import CLASSES
+from freightwatch.viz import draw_annotations, save_png
+
+
+@dataclass
+class DemoResult:
+    """Files and figures of a demo run.
+
+    Attributes:
+        files: Name -> path of every file written.
+        true_counts: (zone, class) -> objects present (ground truth, 0.5 m labels).
+        density_counts: (zone, class) -> integral of the 3 m density target over the zone.
+    """
+
+    files: dict[str, Path] = field(default_factory=dict)
+    true_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    density_counts: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def density_zone_sums(density_path: Path, zones: list[Zone]) -> dict[tuple[str, str], float]:
+    """Integral of each density band over each zone (pixels whose centre is inside the zone)."""
+    out: dict[tuple[str, str], float] = {}
+    with rasterio.open(density_path) as ds:
+        dens = ds.read()
+        names = [d or CLASSES[i] for i, d in enumerate(ds.descriptions)]
+        for z in zones:
+            inside = ~geometry_mask([z.geometry], out_shape=(ds.height, ds.width), transform=ds.transform)
+            for b, cls in enumerate(names):
+                out[(z.name, cls)] = float(dens[b][inside].sum())
+    return out
+
+
+def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, size_m: float = 1000.0) -> DemoResult:
+    """Run the demo and write everything under ``out_dir``.
+
+    Args:
+        out_dir: Output folder.
+        seed: Site seed.
+        size_m: Site side in metres (0.5 m pixels).
+    """
+    out = Path(out_dir)
+    res = DemoResult()
+    site = generate_site(SiteConfig(size_m=size_m, gsd=0.5, seed=seed, activity=0.7))
+    res.files.update({f"site_{k}": v for k, v in write_site(site, out / "site").items()})
+    res.files["labels_png"] = save_png(
+        out / "site_labels.png", draw_annotations(site.image, site.labels.annotations, thickness=2), max_side=2000
+    )
+    coarse = degrade_scene(res.files["site_scene"], site.labels, 3.0, out / "coarse_3m",
+                           sensor=SensorModel(gsd=3.0), seed=seed)
+    res.files.update({f"coarse_{k}": v for k, v in coarse.items()})
+    res.true_counts = count_by_zone(site.labels, site.zones)
+    res.density_counts = density_zone_sums(coarse["density"], site.zones)
+    return res

@@ -1,0 +1,1 @@
+"""freightwatch.evaluation: detection and counting metrics."""
