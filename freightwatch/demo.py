@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.features import geometry_mask
 
@@ -37,13 +38,20 @@ class DemoResult:
 
 
 def density_zone_sums(density_path: Path, zones: list[Zone]) -> dict[tuple[str, str], float]:
-    """Integral of each density band over each zone (pixels whose centre is inside the zone)."""
+    """Integral of each density band over each zone.
+
+    A pixel belongs to the first zone (file order) containing its centre, as objects do in
+    :func:`count_by_zone`, so overlapping zones (a bridge over a river) are not counted twice.
+    """
     out: dict[tuple[str, str], float] = {}
     with rasterio.open(density_path) as ds:
         dens = ds.read()
         names = [d or CLASSES[i] for i, d in enumerate(ds.descriptions)]
+        claimed = np.zeros((ds.height, ds.width), dtype=bool)
         for z in zones:
             inside = ~geometry_mask([z.geometry], out_shape=(ds.height, ds.width), transform=ds.transform)
+            inside &= ~claimed
+            claimed |= inside
             for b, cls in enumerate(names):
                 out[(z.name, cls)] = float(dens[b][inside].sum())
     return out
@@ -64,7 +72,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, size_m: float = 1
     res.files["labels_png"] = save_png(
         out / "site_labels.png", draw_annotations(site.image, site.labels.annotations, thickness=2), max_side=2000
     )
-    coarse = degrade_scene(res.files["site_scene"], site.labels, 3.0, out / "coarse_3m",
+    coarse = degrade_scene(res.files["site_image"], site.labels, 3.0, out / "coarse_3m",
                            sensor=SensorModel(gsd=3.0), seed=seed)
     res.files.update({f"coarse_{k}": v for k, v in coarse.items()})
     res.true_counts = count_by_zone(site.labels, site.zones)

@@ -116,10 +116,10 @@ def demo_cmd(
         res = run_demo(out, seed=seed, size_m=size_m)
     zones = sorted({z for z, _ in res.true_counts} | {z for z, _ in res.density_counts})
     table = Table(title="objects per zone: truth at 0.5 m vs density-map integral at 3 m")
-    table.add_column("zone")
+    table.add_column("zone", no_wrap=True)
     for c in CLASSES:
-        table.add_column(f"{c} true", justify="right")
-        table.add_column(f"{c} 3 m", justify="right")
+        table.add_column(f"{c}\ntrue", justify="right")
+        table.add_column(f"{c}\n3 m", justify="right")
     for z in zones:
         row = [z]
         for c in CLASSES:
