@@ -42,3 +42,53 @@ def test_debug_shows_traceback(tmp_path):
     bad.write_bytes(b"")
     res = run_cli("--debug", "info", str(bad))
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_synth_degrade_chips_convert_end_to_end(tmp_path):
+    import rasterio
+
+    from freightwatch.datasets.formats import read_labels
+
+    site = tmp_path / "site"
+    res = run_cli("synth", "--out", str(site), "--size-m", "400", "--gsd", "1.0", "--seed", "2")
+    assert res.returncode == 0, res.stderr
+    for name in ("scene.tif", "labels.json", "zones.geojson"):
+        assert (site / name).is_file()
+    truth = read_labels(site / "labels.json", "coco")
+    with rasterio.open(site / "scene.tif") as ds:
+        assert ds.crs.to_epsg() == 32651 and abs(ds.res[0] - 1.0) < 1e-9
+
+    coarse = tmp_path / "coarse"
+    res = run_cli("degrade", str(site / "scene.tif"), "--labels", str(site / "labels.json"), "--gsd", "4",
+                  "--out", str(coarse))
+    assert res.returncode == 0, res.stderr
+    with rasterio.open(coarse / "density.tif") as ds:
+        assert ds.descriptions == ("truck", "railcar", "boat") and abs(ds.res[0] - 4.0) < 1e-9
+        sums = ds.read().sum(axis=(1, 2))
+    counts = truth.counts()
+    # every object centre lies inside the coarse grid except those in the dropped sub-pixel strip
+    for i, c in enumerate(("truck", "railcar", "boat")):
+        assert counts[c] - 2 <= round(sums[i]) <= counts[c]
+
+    site2 = tmp_path / "site2"
+    assert run_cli("synth", "--out", str(site2), "--size-m", "400", "--gsd", "1.0", "--seed", "3").returncode == 0
+    ds_dir = tmp_path / "chips"
+    res = run_cli("chips", str(site), str(site2), "--out", str(ds_dir), "--size", "256", "--split", "0.5,0.5")
+    assert res.returncode == 0, res.stderr
+    assert (ds_dir / "data.yaml").is_file() and (ds_dir / "annotations" / "val.json").is_file()
+
+    dota = tmp_path / "dota"
+    res = run_cli("convert", str(site / "labels.json"), "--from", "coco", "--to", "dota", "--out", str(dota))
+    assert res.returncode == 0, res.stderr
+    back = read_labels(dota, "dota")
+    assert back.counts() == counts
+
+
+def test_convert_reports_malformed_line_with_file_and_line(tmp_path):
+    d = tmp_path / "dota"
+    d.mkdir()
+    (d / "a.txt").write_text("gsd:0.5\n1 1 20 1 20 5 1 5 large-vehicle 0\n1 1 20 1 oops\n")
+    res = run_cli("convert", str(d), "--from", "dota", "--to", "coco", "--out", str(tmp_path / "c.json"))
+    assert res.returncode == 2 and "a.txt:3" in res.stderr
+    res = run_cli("convert", str(d), "--from", "dota", "--to", "coco", "--out", str(tmp_path / "c.json"), "--lenient")
+    assert res.returncode == 0 and "skipped" in res.stderr

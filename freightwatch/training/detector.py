@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from freightwatch._progress import progress
 from freightwatch.datasets.chips import ChipConfig, export_chips
 from freightwatch.errors import FreightwatchError, InputFileError
 from freightwatch.models import ultralytics_env
@@ -209,7 +210,18 @@ def train_detector(
         augmentations=augs,
     )
     train_args.update(cfg.extra)
-    yolo.train(**train_args)
+    with progress() as bar:
+        task = bar.add_task("training detector", total=cfg.epochs)
+
+        def _epoch_end(trainer: Any) -> None:
+            m = trainer.metrics or {}
+            bar.update(task, completed=trainer.epoch + 1,
+                       description=f"training detector (mAP50 {m.get('metrics/mAP50(B)', 0):.3f})")
+            log.info("epoch %d/%d: %s", trainer.epoch + 1, cfg.epochs,
+                     ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in m.items() if isinstance(v, int | float)))
+
+        yolo.add_callback("on_fit_epoch_end", _epoch_end)
+        yolo.train(**train_args)
     trainer = yolo.trainer
     run_dir = Path(trainer.save_dir)
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
