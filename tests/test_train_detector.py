@@ -95,3 +95,24 @@ def test_augmentations_keep_boxes_consistent():
         (x0, y0, x1, y1), = r["bboxes"]
         patch = r["image"][int(y0) + 1: int(y1) - 1, int(x0) + 1: int(x1) - 1]
         assert patch.mean() > 100  # the box still frames the bright object after rotation/flip
+
+
+def test_detect_cli_writes_the_interface_files(tiny_run, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from freightwatch.datasets.synthetic import SiteConfig, generate_site, write_site
+
+    site = write_site(generate_site(SiteConfig(size_m=300, gsd=0.5, seed=5)), tmp_path / "site")
+    out = tmp_path / "det"
+    res = subprocess.run([sys.executable, "-m", "freightwatch", "detect", str(site["image"]), "--zones",
+                          str(site["zones"]), "--out", str(out), "--weights", str(tiny_run.weights)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    for name in ("detections.geojson", "detections_4326.geojson", "counts.csv", "counts.json", "overlay.png"):
+        assert (out / name).is_file(), name
+    assert csv.DictReader((out / "counts.csv").open()).fieldnames == ["zone", "class", "state", "count"]
+    bad = subprocess.run([sys.executable, "-m", "freightwatch", "detect", str(tmp_path / "missing.tif"),
+                          "--weights", str(tiny_run.weights), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing.tif" in bad.stderr and "Traceback" not in bad.stderr

@@ -118,9 +118,15 @@ def train_bundled_detector(
         chip=ChipConfig(size=r.imgsz, overlap=0.2, keep_empty=0.1, fractions=(1 - frac_val, frac_val, 0.0),
                         seed=r.seed),
     )
+    # a folder holding exactly this recipe's scene folders (the sites cache may hold more)
+    chosen = work / "train_scenes"
+    if chosen.exists():
+        shutil.rmtree(chosen)
+    chosen.mkdir(parents=True)
+    for site in train_sites:
+        (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
     t0 = time.time()
-    # one folder holding the training scene folders
-    res = train_detector(work / "sites", work / "run", cfg)
+    res = train_detector(chosen, work / "run", cfg)
     train_s = time.time() - t0
     report = evaluate_detector_on_sites(res.weights, test_sites)
     report.update({"recipe": r.__dict__, "train_seconds": train_s, "train_sites": [p.name for p in train_sites]})
