@@ -153,3 +153,16 @@ def test_zones_errors(tmp_path):
     ok = write_zones(tmp_path / "z.geojson", [Zone("x", "lot", box(0, 0, 10, 10))], "EPSG:32651")[0]
     with pytest.raises(RasterError, match="no CRS"):
         detect_scene(nocrs, BlobDetector(), zones_path=ok)
+
+
+def test_zones_in_another_crs_are_reprojected(tmp_path):
+    from freightwatch.datasets.geo import write_geojson
+
+    scene = _scene(tmp_path, [("truck", (10, 10, 40, 16))])
+    lot = _map_box(0, 0, 60, 60)
+    zp = tmp_path / "zones_wgs84.geojson"
+    # write in EPSG:4326 (a GeoJSON without a crs member is WGS84 by RFC 7946)
+    write_geojson(tmp_path / "tmp.geojson", [(lot, {"name": "lot_a", "kind": "lot"})], "EPSG:32651", wgs84_copy=True)
+    (tmp_path / "tmp_4326.geojson").rename(zp)
+    res = detect_scene(scene, BlobDetector(), DetectConfig(overlap=16), zones_path=zp)
+    assert res.counts()[("lot_a", "truck", "")] == 1

@@ -17,8 +17,13 @@ from freightwatch.models.detector import Detector
 from freightwatch.training.detector import DetectorTrainConfig, nadir_augmentations, train_detector
 
 
+def _tiny_config():
+    return DetectorTrainConfig(epochs=1, imgsz=128, batch=4, workers=0,
+                               chip=ChipConfig(size=128, overlap=0.25, keep_empty=1.0, fractions=(0.67, 0.33, 0.0)))
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")
     for i in range(3):
         d = root / f"s{i}"
@@ -31,10 +36,17 @@ def tiny_run(tmp_path_factory):
         lab = ImageLabels("scene.tif", 256, 256, [Annotation.from_bbox("truck", (40, 50, 100, 60))], gsd=0.5,
                           scene_id=f"s{i}")
         write_coco([lab], d / "labels.json")
-    out = tmp_path_factory.mktemp("run")
-    cfg = DetectorTrainConfig(epochs=1, imgsz=128, batch=4, workers=0,
-                              chip=ChipConfig(size=128, overlap=0.25, keep_empty=1.0, fractions=(0.67, 0.33, 0.0)))
-    return train_detector(root, out, cfg)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_scenes, tmp_path_factory):
+    return train_detector(tiny_scenes, tmp_path_factory.mktemp("run"), _tiny_config())
+
+
+def test_same_seed_gives_identical_weights(tiny_scenes, tiny_run, tmp_path):
+    again = train_detector(tiny_scenes, tmp_path / "again", _tiny_config())
+    assert again.weights.read_bytes() == tiny_run.weights.read_bytes()
 
 
 def test_one_epoch_writes_safetensors_card_and_metrics(tiny_run):
