@@ -207,6 +207,11 @@ def train_detector(
         exist_ok=True, plots=False, amp=False, verbose=False, patience=cfg.patience,
         # nadir imagery: vertical flips are as natural as horizontal ones; no colour-space tricks
         flipud=0.5, fliplr=0.5, degrees=0.0, hsv_h=0.01, mosaic=1.0, close_mosaic=max(1, cfg.epochs // 10),
+        # GSD jitter of +-25 %: the detector is tied to a GSD (model card), unlike ground-level photos
+        scale=0.25,
+        # one optimizer step per batch: ultralytics' nominal batch of 64 would leave a CPU-sized
+        # dataset of a few hundred chips with a handful of steps per epoch
+        nbs=cfg.batch,
         augmentations=augs,
     )
     train_args.update(cfg.extra)

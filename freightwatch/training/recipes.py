@@ -48,13 +48,13 @@ class DetectorRecipe:
     """The bundled detector's recipe. Defaults fit a 2-core CPU in about an hour."""
 
     n_train: int = 14
-    n_val: int = 3
+    n_val: int = 2
     n_test: int = 4
     size_m: float = 800.0
     gsd: float = 0.5
-    epochs: int = 30
-    imgsz: int = 640
-    batch: int = 16
+    epochs: int = 24
+    imgsz: int = 512
+    batch: int = 8
     model: str = "yolo11n.yaml"
     seed: int = 0
 
