@@ -235,3 +235,13 @@ def test_invalid_config() -> None:
         generate_site(SiteConfig(size_m=SIZE, gsd=0.0))
     with pytest.raises(ValueError, match="size_m"):
         generate_site(SiteConfig(size_m=50))
+
+
+def test_zones_are_disjoint_so_counts_add_up():
+    from freightwatch.datasets.synthetic import SiteConfig, generate_site
+
+    site = generate_site(SiteConfig(size_m=600, gsd=1.0, seed=4))
+    zs = site.zones
+    for i, a in enumerate(zs):
+        for b in zs[i + 1:]:
+            assert a.geometry.intersection(b.geometry).area < 1.0, (a.name, b.name)

@@ -153,16 +153,21 @@ def site_zones(layout: Layout, config: SiteConfig) -> list[Zone]:
         if g is not None:
             zones.append(Zone(name, kind, g, classes))
 
+    # Zones are disjoint (the bridge deck is cut out of the river and the roads, docks out of the
+    # river) so per-zone counts add up and no object or density pixel is counted twice.
+    deck = layout.bridge.deck
+    docks = unary_union([d.polygon for d in layout.docks]) if layout.docks else None
     for lot in layout.lots:
         add(lot.name, "lot", lot.polygon, ("truck",))
-    add("bridge", "bridge", layout.bridge.deck, ("truck",))
+    add("bridge", "bridge", deck, ("truck",))
     add("rail_yard", "rail_yard", layout.yard.polygon, ("railcar",))
-    add("river", "river", layout.water, ("boat",))
+    water = layout.water.difference(deck)
+    add("river", "river", water.difference(docks) if docks is not None else water, ("boat",))
     for dock in layout.docks:
         add(dock.name, "dock", dock.polygon, ("boat",))
     mains = [r.polygon() for r in layout.roads if r.kind == "main"]
     if mains:
-        add("main_roads", "road", unary_union(mains), ("truck",))
+        add("main_roads", "road", unary_union(mains).difference(deck), ("truck",))
     return zones
 
 
