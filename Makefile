@@ -28,6 +28,9 @@ test: $(STAMP)
 # Retrain the bundled demo weights (CPU: about an hour each) and measure them on held-out sites.
 weights: $(STAMP)
 	$(BIN)/python benchmarks/train_detector_weights.py
+	$(BIN)/python benchmarks/train_density_weights.py
+	cp runs/density-weights/density.safetensors runs/density-weights/density.json \
+	   runs/density-weights/density_accuracy.json freightwatch/weights/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -50,6 +50,7 @@ def _root(
 
 # Subcommand modules register themselves on `app` when imported.
 from freightwatch.cli import data as _data  # noqa: E402,F401
+from freightwatch.cli import density as _density  # noqa: E402,F401
 from freightwatch.cli import detect as _detect  # noqa: E402,F401
 
 

@@ -115,17 +115,24 @@ def demo_cmd(
     with console.status("running the demo"):
         res = run_demo(out, seed=seed, size_m=size_m)
     zones = sorted({z for z, _ in res.true_counts} | {z for z, _ in res.density_counts})
-    table = Table(title="objects per zone: truth at 0.5 m vs density-map integral at 3 m")
+    has_model = bool(res.model_counts)
+    title = "objects per zone: truth (0.5 m labels)"
+    title += " vs density model at 3 m [90 % interval]" if has_model else " vs 3 m density-target integral"
+    table = Table(title=title)
     table.add_column("zone", no_wrap=True)
     for c in CLASSES:
         table.add_column(f"{c}\ntrue", justify="right")
-        table.add_column(f"{c}\n3 m", justify="right")
+        table.add_column(f"{c}\n3 m", justify="right", no_wrap=True)
     for z in zones:
         row = [z]
         for c in CLASSES:
             row.append(str(res.true_counts.get((z, c), 0)))
-            d = res.density_counts.get((z, c))
-            row.append("-" if d is None else f"{d:.1f}")
+            if has_model:
+                m = res.model_counts.get((z, c))
+                row.append("-" if m is None else f"{m[0]:.0f} [{m[1]:.0f}-{m[2]:.0f}]")
+            else:
+                d = res.density_counts.get((z, c))
+                row.append("-" if d is None else f"{d:.1f}")
         table.add_row(*row)
     stdout.print(table)
     for name, p in res.files.items():
