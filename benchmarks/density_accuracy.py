@@ -14,7 +14,7 @@ Usage::
 
     .venv/bin/python benchmarks/density_accuracy.py                      # bundled weights
     .venv/bin/python benchmarks/density_accuracy.py --weights runs/density/density.safetensors \\
-        --seeds 3000:3016 --gsds 3,4,5 --json runs/density_accuracy.json
+        --seeds 3000:3048 --gsds 3,4,5 --json runs/density_accuracy.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from freightwatch.models.density import DensityModel
 from freightwatch.taxonomy import CLASSES
 from freightwatch.training.density import ZoneCount, evaluate_site, summarise
 
-TEST_SEEDS = range(3000, 3016)
+TEST_SEEDS = range(3000, 3048)
 """Held-out evaluation seeds (training uses 1000+, calibration 2000+)."""
 
 GSDS = (3.0, 4.0, 5.0)

@@ -252,6 +252,9 @@ def test_conformal_interval_covers_new_draws() -> None:
     lo5, hi5 = count_interval(interval, 100.0, "truck", 5.0)
     assert lo3 < 100 < hi3 and hi5 - lo5 == pytest.approx(2 * (hi3 - lo3))
     assert count_interval(interval, 0.0, "truck", 4.0)[0] == 0.0  # clipped at zero
+    one_sided = {**interval, "residuals": {"truck": [[-0.3, -0.2, -0.1]] * 2}}  # always an overcount
+    lo, hi = count_interval(one_sided, 10.0, "truck", 3.0)
+    assert lo < 10.0 <= hi  # the interval still contains the estimate
     assert np.isnan(count_interval(None, 10.0, "truck", 3.0)[0])
 
 

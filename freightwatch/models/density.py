@@ -556,8 +556,9 @@ def count_interval(
     :func:`freightwatch.training.density.calibrate_intervals`) holds, per class and GSD node, the
     signed normalised residuals ``r = (true - count) / (k + count)`` of zone counts on held-out
     calibration sites, pooled over zone kinds and, where there were enough, per zone kind. The
-    interval is ``[count + q_lo (k + count), count + q_hi (k + count)]``, clipped at 0, with
-    ``q_lo, q_hi`` from :func:`conformal_quantiles` at each node, linearly interpolated in GSD.
+    interval is ``[count + q_lo (k + count), count + q_hi (k + count)]``, widened to contain
+    ``count`` and clipped at 0, with ``q_lo, q_hi`` from :func:`conformal_quantiles` at each node,
+    linearly interpolated in GSD.
     The ``k`` floor keeps small counts' intervals from collapsing to a point; the ``count`` term
     makes the width proportional for large counts, where errors are mostly relative. Without a
     calibration the interval is ``(nan, nan)``.
@@ -581,4 +582,7 @@ def count_interval(
         return math.nan, math.nan
     k = float(interval.get("k", 5.0))
     scale = k + max(float(count), 0.0)
-    return max(0.0, count + q_lo * scale), max(0.0, count + q_hi * scale)
+    # Quantiles of one sign (e.g. docks, where calibration zones held no boats) would put the
+    # estimate outside its own interval; widening to include it only adds coverage.
+    lo, hi = min(count, count + q_lo * scale), max(count, count + q_hi * scale)
+    return max(0.0, lo), max(0.0, hi)

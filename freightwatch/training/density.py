@@ -858,13 +858,14 @@ def summarise(counts: Sequence[ZoneCount], gsds: Sequence[float] | None = None) 
         if not c.relevant:
             continue
         key = f"{c.cls}@{c.kind}"
-        d = per_kind.setdefault(key, {"abs_err": 0.0, "true": 0.0, "n": 0})
+        d = per_kind.setdefault(key, {"abs_err": 0.0, "true": 0.0, "n": 0, "covered": 0})
         d["abs_err"] += abs(c.pred - c.true)
         d["true"] += c.true
         d["n"] += 1
+        d["covered"] += int(c.lower <= c.true <= c.upper)
     out["rel_mae_by_zone_kind_all_gsds"] = {
         k: {"rel_mae": round(v["abs_err"] / v["true"], 4) if v["true"] else None, "n": v["n"],
-            "mean_true": round(v["true"] / v["n"], 2)}
+            "mean_true": round(v["true"] / v["n"], 2), "coverage": round(v["covered"] / v["n"], 4)}
         for k, v in sorted(per_kind.items())
     }
     return out
