@@ -166,7 +166,7 @@ class ClassMapping:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise LabelFormatError(path, f"cannot read class mapping: {exc}") from exc
         if not isinstance(data, dict) or not data:
             raise LabelFormatError(path, "class mapping must be a non-empty YAML mapping")

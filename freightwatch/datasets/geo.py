@@ -27,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from freightwatch.datasets.annotations import ImageLabels
 from freightwatch.errors import ZonesError
+from freightwatch.taxonomy import CLASSES
 
 ZONE_KINDS: tuple[str, ...] = ("lot", "bridge", "rail_yard", "river", "dock", "road", "water", "shore", "other")
 """Zone kinds freightwatch knows. ``dock``/``shore`` mark mooring edges, ``river``/``water`` open water."""
@@ -40,6 +41,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        # mkstemp creates 0600; give the file the permissions a plain open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -179,14 +184,16 @@ def read_zones(path: str | Path, to_crs: str | None = None) -> tuple[list[Zone],
         The zones and the CRS their geometries are now in.
 
     Raises:
-        ZonesError: unreadable JSON, missing properties, non-polygon geometry, unknown kind, or a
-            CRS that cannot be transformed.
+        ZonesError: unreadable JSON, missing properties, non-polygon geometry, unknown kind or
+            class, or a CRS that cannot be transformed. Nothing else, whatever the file holds.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ZonesError(path, f"not a readable GeoJSON file ({exc})") from exc
+    except RecursionError as exc:  # absurdly deep nesting
+        raise ZonesError(path, "not a readable GeoJSON file (nested too deeply)") from exc
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(
         data.get("features"), list
     ):
@@ -195,40 +202,106 @@ def read_zones(path: str | Path, to_crs: str | None = None) -> tuple[list[Zone],
     crs_member = data.get("crs")
     if crs_member is not None:
         try:
-            src_crs = CRS.from_user_input(crs_member["properties"]["name"]).to_string()
-        except (KeyError, TypeError, CRSError) as exc:
-            raise ZonesError(path, f"unrecognised 'crs' member {crs_member!r}") from exc
+            name = crs_member["properties"]["name"]
+            if not isinstance(name, str):
+                raise TypeError("the name must be a string")
+            src_crs = CRS.from_user_input(name).to_string()
+        except (KeyError, TypeError, ValueError, CRSError) as exc:
+            raise ZonesError(path, f"unrecognised 'crs' member {_clip(crs_member)}") from exc
+    if to_crs is not None:
+        try:
+            same_crs = CRS.from_user_input(to_crs) == CRS.from_user_input(src_crs)
+        except CRSError as exc:
+            raise ZonesError(path, f"cannot reproject zones from {src_crs} to {to_crs} ({exc})") from exc
     zones: list[Zone] = []
     seen: set[str] = set()
     for i, feat in enumerate(data["features"], start=1):
         if not isinstance(feat, dict):
             raise ZonesError(path, f"feature {i} is not an object")
         props = feat.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ZonesError(path, f"feature {i}: 'properties' is not an object")
         name, kind = props.get("name"), props.get("kind")
         if not isinstance(name, str) or not name:
             raise ZonesError(path, f"feature {i} has no 'name' property")
-        if kind not in ZONE_KINDS:
-            raise ZonesError(path, f"zone {name!r}: kind {kind!r} is not one of {', '.join(ZONE_KINDS)}")
+        if not isinstance(kind, str) or kind not in ZONE_KINDS:
+            raise ZonesError(path, f"zone {_clip(name)}: kind {_clip(kind)} is not one of {', '.join(ZONE_KINDS)}")
         if name in seen:
-            raise ZonesError(path, f"zone name {name!r} is used twice")
+            raise ZonesError(path, f"zone name {_clip(name)} is used twice")
         seen.add(name)
+        classes = props.get("classes") or ()
+        if isinstance(classes, str) or not isinstance(classes, list | tuple):
+            raise ZonesError(path, f"zone {_clip(name)}: 'classes' must be a list of class names")
+        unknown = [c for c in classes if c not in CLASSES]
+        if unknown:
+            raise ZonesError(path, f"zone {_clip(name)}: unknown class {_clip(unknown[0])} in 'classes' "
+                             f"(known: {', '.join(CLASSES)})")
         try:
             geom_json = feat["geometry"]
-            if to_crs and CRS.from_user_input(to_crs) != CRS.from_user_input(src_crs):
-                geom_json = transform_geom(src_crs, to_crs, geom_json)
             geom = shape(geom_json)
-        except Exception as exc:  # noqa: BLE001 - shapely/GDAL raise many types for bad geometry
-            raise ZonesError(path, f"zone {name!r}: bad geometry ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - shapely raises many types for bad geometry
+            raise ZonesError(path, f"zone {_clip(name)}: bad geometry ({_clip(exc)})") from exc
+        if crs_member is None and not geom.is_empty and np.isfinite(geom.bounds).all():
+            x0, y0, x1, y1 = geom.bounds
+            if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+                raise ZonesError(path, f"zone {_clip(name)}: coordinates ({x0:.6g}, {y0:.6g}) are not longitude/"
+                                 "latitude, and a file without a 'crs' member is read as longitude/latitude "
+                                 "(RFC 7946): add a 'crs' member naming the file's CRS")
+        if to_crs is not None and not same_crs and geom.geom_type in ("Polygon", "MultiPolygon"):
+            try:
+                geom = shape(transform_geom(src_crs, to_crs, geom_json))
+            except Exception as exc:  # noqa: BLE001 - GDAL/PROJ raise many types
+                raise ZonesError(path, f"zone {_clip(name)}: cannot transform from {src_crs} to {to_crs} "
+                                 f"({_clip(exc)})") from exc
         if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
-            raise ZonesError(path, f"zone {name!r}: geometry must be a non-empty Polygon/MultiPolygon")
+            raise ZonesError(path, f"zone {_clip(name)}: geometry must be a non-empty Polygon/MultiPolygon")
+        if not np.isfinite(geom.bounds).all():
+            where = f"cannot be transformed from {src_crs} to {to_crs}" if to_crs else "are not all finite numbers"
+            if to_crs and crs_member is None:
+                where += " (a file without a 'crs' member is read as longitude/latitude, RFC 7946)"
+            raise ZonesError(path, f"zone {_clip(name)}: coordinates {where}")
         if not geom.is_valid:
             geom = geom.buffer(0)
-        if not np.isfinite(geom.bounds).all():
-            raise ZonesError(path, f"zone {name!r}: coordinates cannot be transformed to {to_crs}")
-        classes = tuple(props.get("classes") or ())
+            if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+                raise ZonesError(path, f"zone {_clip(name)}: invalid polygon with no area (self-intersecting?)")
         extra = {k: v for k, v in props.items() if k not in ("name", "kind", "classes")}
-        zones.append(Zone(name, kind, geom, classes, extra))
+        zones.append(Zone(name, kind, geom, tuple(classes), extra))
     return zones, (to_crs or src_crs)
+
+
+def _clip(value: object, n: int = 80) -> str:
+    """``repr`` of a value from a file, shortened: messages stay one line whatever the file holds."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def zones_outside(
+    zones: Sequence[Zone], footprint: BaseGeometry, zones_path: str | Path, scene_name: str
+) -> list[str]:
+    """Check zones against a scene's footprint (in the zones' CRS).
+
+    Args:
+        zones: The zones.
+        footprint: The scene's outline (:meth:`SceneInfo.footprint`, exact for rotated grids).
+        zones_path: The zones file, named in the error.
+        scene_name: The scene, named in the messages.
+
+    Returns:
+        A warning naming the zones outside the scene (their counts are 0 because they were not
+        imaged, not because they were empty), or nothing.
+
+    Raises:
+        ZonesError: no zone overlaps the scene at all (wrong site, or zones in the wrong CRS).
+    """
+    outside = [z.name for z in zones if not z.geometry.intersects(footprint)]
+    if zones and len(outside) == len(zones):
+        raise ZonesError(zones_path, f"no zone overlaps the scene {scene_name} (wrong site, or zones in the wrong "
+                         "CRS?)")
+    if outside:
+        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        return [f"zone(s) {shown} lie outside the scene {scene_name}: their counts are 0 because they were not "
+                "imaged"]
+    return []
 
 
 def write_zones(path: str | Path, zones: Sequence[Zone], crs: str | None) -> list[Path]:

@@ -23,6 +23,7 @@ from pyproj import Geod
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
+from shapely.geometry import Polygon
 
 from freightwatch.errors import RasterError
 
@@ -133,11 +134,25 @@ class SceneInfo:
         """Whether the scene has a CRS (map outputs and zones need one)."""
         return self.crs is not None
 
+    @property
+    def north_up(self) -> bool:
+        """Whether rows run north to south and columns west to east without rotation."""
+        t = self.transform
+        return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
+
+    def footprint(self) -> Polygon:
+        """The scene's outline in its CRS (pixel coordinates without one): four corners, so it is
+        exact for rotated and south-up grids too, where the bounding box of two corners is not."""
+        cols = np.array([0, self.width, self.width, 0], dtype=float)
+        rows = np.array([0, 0, self.height, self.height], dtype=float)
+        xs, ys = self.transform * (cols, rows)
+        return Polygon(zip(xs, ys, strict=True))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (for ``freightwatch info``)."""
         return {
             "path": str(self.path), "width": self.width, "height": self.height, "bands": self.count,
-            "dtype": self.dtype, "crs": self.crs, "transform": list(self.transform)[:6],
+            "dtype": self.dtype, "crs": self.crs, "transform": list(self.transform)[:6], "north_up": self.north_up,
             "gsd_m": self.gsd, "acquired": self.acquired.isoformat() if self.acquired else None,
             "nodata": self.nodata, "descriptions": list(self.descriptions),
             "colorinterp": list(self.colorinterp),
@@ -243,8 +258,11 @@ class Scene:
                             self.path)
                 return (1, 2, 3)
             return found
-        hint = "bands=(1, 1, 1) for a single grey band" if n == 1 else "e.g. bands=(5, 3, 2) for WorldView-3 8-band"
-        raise RasterError(self.path, f"scene has {n} band(s): choose which make R, G, B ({hint}; CLI: --bands)")
+        if n <= 2:
+            hint = "bands=(1, 1, 1) to use band 1 as grey; CLI: --bands 1,1,1"
+        else:
+            hint = "e.g. bands=(5, 3, 2) for WorldView-3 8-band; CLI: --bands 5,3,2"
+        raise RasterError(self.path, f"scene has {n} band(s): choose which make R, G, B ({hint})")
 
     def _rgb_from_metadata(self) -> tuple[int, int, int] | None:
         ci = self._ds.colorinterp
@@ -382,8 +400,18 @@ def _open(path: Path) -> rasterio.DatasetReader:
         return rasterio.open(path)
 
 
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200]
+def _short(exc: BaseException) -> str:
+    """The most specific line of a GDAL error: rasterio's own says only "See previous exception"."""
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    seen = {id(exc)}
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen and "see previous exception" in msg.lower():
+        seen.add(id(cause))
+        text = str(cause.args[-1] if getattr(cause, "args", None) else cause)
+        if text:
+            msg = text.splitlines()[0]
+        cause = cause.__cause__ or cause.__context__
+    return msg[:200]
 
 
 def _info_from_dataset(ds: rasterio.DatasetReader, path: Path) -> SceneInfo:
@@ -404,6 +432,8 @@ def read_info(path: str | Path) -> SceneInfo:
     path = Path(path)
     if not path.exists():
         raise RasterError(path, "file does not exist")
+    if path.is_file() and path.stat().st_size == 0:
+        raise RasterError(path, "file is empty (0 bytes)")
     try:
         with _open(path) as ds:
             return _info_from_dataset(ds, path)

@@ -20,6 +20,7 @@ scenes like the calibration sites, at GSDs inside the trained range.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -31,13 +32,12 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.features import geometry_mask
-from rasterio.windows import Window, from_bounds
-from shapely.geometry import box
+from rasterio.windows import Window
 
 from freightwatch._progress import progress
-from freightwatch.datasets.geo import Zone, read_zones
+from freightwatch.datasets.geo import Zone, atomic_write_bytes, read_zones, zones_outside
 from freightwatch.datasets.raster import Scene
-from freightwatch.errors import InputFileError, ZonesError
+from freightwatch.errors import InputFileError, RasterError, ZonesError
 from freightwatch.models.density import DensityModel, corrected_count, count_interval
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,17 @@ def _partition(width: int, height: int, size: int) -> list[Window]:
 def _zone_sums(ds: rasterio.DatasetReader, geom: Any, block: int = 1024) -> np.ndarray:
     """Per-band sum of a density raster over the pixels whose centres lie in ``geom``."""
     sums = np.zeros(ds.count, dtype=np.float64)
-    try:
-        win = from_bounds(*geom.bounds, transform=ds.transform)
-    except Exception:  # noqa: BLE001 - degenerate bounds: nothing to count
+    # The pixel box of the zone's bounds through the inverse transform: unlike rasterio's
+    # from_bounds this holds for south-up and rotated grids too (from_bounds raises on the first
+    # and a silent zero count would follow).
+    x0, y0, x1, y1 = geom.bounds
+    cols, rows = ~ds.transform * (np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]))
+    if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
         return sums
-    c0 = max(0, int(math.floor(win.col_off)))
-    r0 = max(0, int(math.floor(win.row_off)))
-    c1 = min(ds.width, int(math.ceil(win.col_off + win.width)))
-    r1 = min(ds.height, int(math.ceil(win.row_off + win.height)))
+    c0 = max(0, int(math.floor(cols.min())))
+    r0 = max(0, int(math.floor(rows.min())))
+    c1 = min(ds.width, int(math.ceil(cols.max())))
+    r1 = min(ds.height, int(math.ceil(rows.max())))
     for rr in range(r0, r1, block):
         for cc in range(c0, c1, block):
             w = Window(cc, rr, min(block, c1 - cc), min(block, r1 - rr))
@@ -225,7 +228,9 @@ def _zone_sums(ds: rasterio.DatasetReader, geom: Any, block: int = 1024) -> np.n
     return sums
 
 
-def _load_zones(zones: str | Path | Sequence[Zone] | None, scene: Path, info: Any) -> list[Zone]:
+def _load_zones(
+    zones: str | Path | Sequence[Zone] | None, scene: Path, info: Any, warnings: list[str]
+) -> list[Zone]:
     if zones is None:
         return []
     if isinstance(zones, str | Path):
@@ -233,11 +238,7 @@ def _load_zones(zones: str | Path | Sequence[Zone] | None, scene: Path, info: An
         if not info.georeferenced:
             raise ZonesError(zones_path, f"scene {scene.name} has no CRS, so zones cannot be placed on it")
         out, _ = read_zones(zones_path, to_crs=info.crs)
-        x0, y0 = info.transform @ (0, 0)
-        x1, y1 = info.transform @ (info.width, info.height)
-        footprint = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        if out and not any(z.geometry.intersects(footprint) for z in out):
-            raise ZonesError(zones_path, f"no zone overlaps the scene {scene.name}")
+        warnings.extend(zones_outside(out, info.footprint(), zones_path, scene.name))
         return out
     return list(zones)
 
@@ -278,7 +279,7 @@ def density_scene(
         info = reader.info
         gsd = cfg.gsd if cfg.gsd is not None else info.gsd
         warnings = check_gsd(scene_path, gsd, model, cfg.force)
-        zone_list = _load_zones(zones, scene_path, info)
+        zone_list = _load_zones(zones, scene_path, info, warnings)
         out.mkdir(parents=True, exist_ok=True)
         # Calibrated per-class scale at this GSD: applied to the map itself, so every integral of
         # density.tif is the reported (corrected) count.
@@ -295,36 +296,44 @@ def density_scene(
         invalid = 0
         tiles = _partition(info.width, info.height, cfg.tile)
         m = cfg.margin
-        with rasterio.open(tmp, "w", **profile) as dst, progress(
-            disable=None if cfg.show_progress is None else not cfg.show_progress
-        ) as bar:
-            task = bar.add_task(f"density {scene_path.name}", total=len(tiles))
-            for core in tiles:
-                c0, r0 = int(core.col_off), int(core.row_off)
-                cw, ch = int(core.width), int(core.height)
-                # Context window clipped to the raster: at the border the model sees the real edge,
-                # exactly as when it runs on the whole image at once.
-                x0, y0 = max(0, c0 - m), max(0, r0 - m)
-                x1, y1 = min(info.width, c0 + cw + m), min(info.height, r0 + ch + m)
-                img, valid = reader.read(Window(x0, y0, x1 - x0, y1 - y0))
-                sl = (slice(r0 - y0, r0 - y0 + ch), slice(c0 - x0, c0 - x0 + cw))
-                if valid[sl].any():
-                    dens = model.predict(img, valid, tta=tta)[:, sl[0], sl[1]] * scale[:, None, None]
-                else:
-                    dens = np.zeros((len(classes), ch, cw), dtype=np.float32)
-                invalid += int((~valid[sl]).sum())
-                dens = np.ascontiguousarray(dens, dtype=np.float32)
-                dst.write(dens, window=core)
-                totals += dens.sum(axis=(1, 2), dtype=np.float64)
-                bar.advance(task)
-            for i, c in enumerate(classes, start=1):
-                dst.set_band_description(i, c)
-            dst.units = [UNITS] * len(classes)
-            dst.update_tags(
-                UNITS=UNITS, CLASSES=",".join(classes), GSD="" if gsd is None else f"{gsd:.4f}",
-                SOURCE_SCENE=scene_path.name,
-                **{f"COUNT_{c.upper()}": f"{totals[i]:.3f}" for i, c in enumerate(classes)},
-            )
+        # Written beside the final file and renamed at the end: a failure part-way (a truncated
+        # scene, Ctrl-C) leaves the previous density.tif as it was and no half-written file.
+        try:
+            with rasterio.open(tmp, "w", **profile) as dst, progress(
+                disable=None if cfg.show_progress is None else not cfg.show_progress
+            ) as bar:
+                task = bar.add_task(f"density {scene_path.name}", total=len(tiles))
+                for core in tiles:
+                    c0, r0 = int(core.col_off), int(core.row_off)
+                    cw, ch = int(core.width), int(core.height)
+                    # Context window clipped to the raster: at the border the model sees the real edge,
+                    # exactly as when it runs on the whole image at once.
+                    x0, y0 = max(0, c0 - m), max(0, r0 - m)
+                    x1, y1 = min(info.width, c0 + cw + m), min(info.height, r0 + ch + m)
+                    img, valid = reader.read(Window(x0, y0, x1 - x0, y1 - y0))
+                    sl = (slice(r0 - y0, r0 - y0 + ch), slice(c0 - x0, c0 - x0 + cw))
+                    if valid[sl].any():
+                        dens = model.predict(img, valid, tta=tta)[:, sl[0], sl[1]] * scale[:, None, None]
+                    else:
+                        dens = np.zeros((len(classes), ch, cw), dtype=np.float32)
+                    invalid += int((~valid[sl]).sum())
+                    dens = np.ascontiguousarray(dens, dtype=np.float32)
+                    dst.write(dens, window=core)
+                    totals += dens.sum(axis=(1, 2), dtype=np.float64)
+                    bar.advance(task)
+                for i, c in enumerate(classes, start=1):
+                    dst.set_band_description(i, c)
+                dst.units = [UNITS] * len(classes)
+                dst.update_tags(
+                    UNITS=UNITS, CLASSES=",".join(classes), GSD="" if gsd is None else f"{gsd:.4f}",
+                    SOURCE_SCENE=scene_path.name,
+                    **{f"COUNT_{c.upper()}": f"{totals[i]:.3f}" for i, c in enumerate(classes)},
+                )
+            if invalid == info.width * info.height:
+                raise RasterError(scene_path, "scene has no valid pixels (all nodata): nothing to count")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(density_path)
     if invalid:
         warnings.append(f"{invalid} nodata pixel(s) counted as empty")
@@ -356,11 +365,12 @@ def write_counts(
     """Write ``counts.csv`` (columns :data:`CSV_COLUMNS`) and ``counts.json`` (rows plus metadata)."""
     out = Path(out_dir)
     csv_path = out / "counts.csv"
-    with csv_path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
-        for r in result.rows:
-            w.writerow([r["zone"], r["class"], f"{r['count']:.2f}", _fmt(r["lower"]), _fmt(r["upper"])])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for r in result.rows:
+        w.writerow([r["zone"], r["class"], f"{r['count']:.2f}", _fmt(r["lower"]), _fmt(r["upper"])])
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
     calib = model.config.interval or {}
     meta = {
         "scene": str(result.scene),
@@ -383,7 +393,7 @@ def write_counts(
         "warnings": result.warnings,
     }
     json_path = out / "counts.json"
-    json_path.write_text(json.dumps(meta, indent=2))
+    atomic_write_bytes(json_path, json.dumps(meta, indent=2).encode())
     return {"counts_csv": csv_path, "counts_json": json_path}
 
 

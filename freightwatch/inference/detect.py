@@ -8,6 +8,7 @@ by the batch of slices plus the detections themselves, whatever the scene size.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections import Counter
@@ -22,10 +23,17 @@ from shapely.geometry import Polygon
 
 from freightwatch._progress import progress
 from freightwatch.datasets.annotations import Annotation, ImageLabels
-from freightwatch.datasets.geo import Zone, read_zones, write_geojson, zone_of_points
+from freightwatch.datasets.geo import (
+    Zone,
+    atomic_write_bytes,
+    read_zones,
+    write_geojson,
+    zone_of_points,
+    zones_outside,
+)
 from freightwatch.datasets.raster import Scene
 from freightwatch.datasets.tiling import overlap_pixels, tile_windows
-from freightwatch.errors import RasterError, ZonesError
+from freightwatch.errors import RasterError
 from freightwatch.inference.merge import merge_slice_detections
 from freightwatch.models.detector import Detector
 from freightwatch.taxonomy import CLASSES, BoatState, class_id
@@ -153,13 +161,7 @@ def detect_scene(
             if info.crs is None:
                 raise RasterError(scene_path, "scene has no CRS, so zones cannot be placed on it")
             zones, _ = read_zones(zones_path, to_crs=info.crs)
-            x0, y0 = info.transform @ (0, 0)
-            x1, y1 = info.transform @ (info.width, info.height)
-            from shapely.geometry import box
-
-            footprint = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-            if not any(z.geometry.intersects(footprint) for z in zones):
-                raise ZonesError(zones_path, f"no zone overlaps the scene {Path(scene_path).name}")
+            warnings.extend(zones_outside(zones, info.footprint(), zones_path, Path(scene_path).name))
         # GSD check against the model card
         scale = 1.0  # scene pixels per model pixel
         if detector.card.gsd and info.gsd:
@@ -186,6 +188,7 @@ def detect_scene(
         all_scores: list[np.ndarray] = []
         all_cls: list[np.ndarray] = []
         all_cut: list[np.ndarray] = []
+        n_valid = 0
         with progress(disable=None if show_progress is None else not show_progress) as bar:
             task = bar.add_task(f"detecting {Path(scene_path).name}", total=len(windows))
             for start in range(0, len(windows), cfg.batch):
@@ -208,7 +211,10 @@ def detect_scene(
                     all_scores.append(np.array([a.score for a in anns]))
                     all_cls.append(np.array([class_id(a.cls) for a in anns]))
                     all_cut.append(_touches_interior_edge(b, win, info.width, info.height, margin=2 * scale))
+                n_valid += sum(valid)
                 bar.advance(task, len(batch_w))
+    if windows and not n_valid:  # zero detections here would read as "no traffic", not "not imaged"
+        raise RasterError(scene_path, "scene has no valid pixels (all nodata): nothing to detect")
     if all_boxes:
         boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
         classes, cut = np.concatenate(all_cls), np.concatenate(all_cut)
@@ -265,16 +271,17 @@ def write_detections(result: SceneDetections, scene_path: str | Path, out_dir: s
         files["detections_4326"] = paths[1]
     counts = result.counts()
     rows = [{"zone": z, "class": c, "state": s, "count": n} for (z, c, s), n in sorted(counts.items())]
-    with (out / "counts.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["zone", "class", "state", "count"])
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=["zone", "class", "state", "count"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(out / "counts.csv", buf.getvalue().encode())
     files["counts_csv"] = out / "counts.csv"
-    (out / "counts.json").write_text(json.dumps({
+    atomic_write_bytes(out / "counts.json", json.dumps({
         "scene": str(scene_path), "gsd": lab.gsd, "crs": lab.crs,
         "acquired": lab.acquired.isoformat() if lab.acquired else None,
         "counts": rows, "warnings": result.warnings,
-    }, indent=2))
+    }, indent=2).encode())
     files["counts_json"] = out / "counts.json"
     with Scene(scene_path, bands=bands) as scene:
         try:

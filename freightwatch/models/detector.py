@@ -90,15 +90,27 @@ class DetectorCard:
             InputFileError: the file is missing or not a card.
         """
         path = Path(path)
+        if not path.is_file():
+            raise InputFileError(path, "detector model card (.json next to the weights) does not exist")
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputFileError(path, f"cannot read model card ({exc})") from exc
+        if isinstance(data, dict) and data.get("format") == "freightwatch-density":
+            raise InputFileError(path, "this is a density model's config, not a detector card "
+                                 "(use it with `freightwatch density`)")
         if not isinstance(data, dict) or "classes" not in data:
             raise InputFileError(path, "not a freightwatch detector card (no 'classes')")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         extra = {k: v for k, v in data.items() if k not in cls.__dataclass_fields__}
-        card = cls(**known)
+        try:
+            card = cls(**known)
+        except TypeError as exc:
+            raise InputFileError(path, f"invalid detector card: {exc}") from exc
+        if not isinstance(card.classes, list) or not all(isinstance(c, str) for c in card.classes) or not card.classes:
+            raise InputFileError(path, "invalid detector card: 'classes' must be a non-empty list of names")
+        if not isinstance(card.model_yaml, dict) or not isinstance(card.extra, dict):
+            raise InputFileError(path, "invalid detector card: 'model_yaml' and 'extra' must be objects")
         card.extra.update(extra)
         return card
 
@@ -153,29 +165,42 @@ class Detector:
         from safetensors.torch import load_file
 
         card_path = path.with_suffix(".json")
+        try:  # the weights first: a random file named .safetensors is the problem, not its missing card
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputFileError(path, f"not a safetensors file ({str(exc).splitlines()[0][:200]})") from exc
         card = DetectorCard.load(card_path)
         if not card.model_yaml:
             raise InputFileError(card_path, "model card has no 'model_yaml' architecture")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise InputFileError(path, f"not a safetensors file ({exc})") from exc
         YOLO = ultralytics_env.yolo()  # noqa: N806 - the class
         from ultralytics.nn.tasks import DetectionModel
 
-        yolo = YOLO(card.arch, task="detect")
-        net = DetectionModel(cfg=dict(card.model_yaml), nc=len(card.classes), verbose=False)
+        # The wrapper only lends its predictor: the network comes from model_yaml. A packaged YAML,
+        # never card.arch as given: ultralytics downloads names like "yolo11x.pt" it cannot find.
+        arch = card.arch if isinstance(card.arch, str) and card.arch.endswith((".yaml", ".yml")) else "yolo11n.yaml"
+        try:
+            yolo = YOLO(arch, task="detect")
+        except Exception:  # noqa: BLE001 - a custom YAML not on this machine: any packaged one will do
+            yolo = YOLO("yolo11n.yaml", task="detect")
+        try:
+            net = DetectionModel(cfg=dict(card.model_yaml), nc=len(card.classes), verbose=False)
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises KeyError/TypeError/... on bad YAML
+            raise InputFileError(card_path, f"'model_yaml' is not a YOLO detection architecture ({exc!r})") from exc
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise InputFileError(path, f"weights do not match the architecture in {card_path.name}: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+            detail = " ".join(ln.strip() for ln in str(exc).splitlines()[:3])[:300]
+            raise InputFileError(path, f"weights do not match the architecture in {card_path.name} "
+                                 f"({len(card.classes)} classes): {detail}") from exc
         net.names = dict(enumerate(card.classes))
         net.args = dict(yolo.model.args)
         net.task = "detect"
         net.eval()
         yolo.model = net
-        return cls(yolo, card)
+        try:
+            return cls(yolo, card)
+        except ValueError as exc:  # a checkpoint for other classes
+            raise InputFileError(card_path, str(exc)) from exc
 
     @classmethod
     def _load_pt(cls, path: Path) -> Detector:

@@ -20,6 +20,7 @@ is given, else taken as the largest label coordinate (rounded up), with
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path, PurePath
 from typing import Any
@@ -30,6 +31,7 @@ from shapely.geometry import Polygon
 from freightwatch.datasets.annotations import Annotation, ImageLabels, LabelSet
 from freightwatch.datasets.formats._common import (
     BOX_TOL_PX,
+    IMAGE_SUFFIXES,
     Issues,
     Malformed,
     as_images,
@@ -46,6 +48,8 @@ from freightwatch.datasets.formats._common import (
 )
 from freightwatch.errors import LabelFormatError
 from freightwatch.taxonomy import ClassMapping
+
+log = logging.getLogger(__name__)
 
 DOTA_NAMES: dict[str, str] = {"truck": "large-vehicle", "railcar": "railcar", "boat": "ship"}
 """Class name written for each freightwatch class."""
@@ -92,6 +96,15 @@ def read_dota(
         image = _read_file(path, None if image_dir is None else Path(image_dir), mapping, labels, issues)
         if image is not None:
             labels.images.append(image)
+    if image_dir is not None and Path(image_dir).is_dir() and label_dir.is_dir():
+        # DOTA gives every labelled image a label file (an empty one when it has no objects), so an
+        # image without one is unlabelled, not empty: left out, never taken as a negative.
+        stems = {f.stem for f in files}
+        unlabelled = sorted(f.name for f in Path(image_dir).iterdir()
+                            if f.suffix.lower() in IMAGE_SUFFIXES and f.stem not in stems)
+        if unlabelled:
+            log.warning("%s: %d image(s) in %s have no label file and are left out (e.g. %s)", label_dir,
+                        len(unlabelled), image_dir, ", ".join(unlabelled[:3]))
     return labels
 
 
