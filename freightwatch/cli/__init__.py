@@ -49,6 +49,9 @@ def _root(
 
 
 # Subcommand modules register themselves on `app` when imported.
+from freightwatch.cli import activity as _activity  # noqa: E402,F401
+from freightwatch.cli import batch as _batch  # noqa: E402,F401
+from freightwatch.cli import benchmark as _benchmark  # noqa: E402,F401
 from freightwatch.cli import data as _data  # noqa: E402,F401
 from freightwatch.cli import density as _density  # noqa: E402,F401
 from freightwatch.cli import detect as _detect  # noqa: E402,F401
@@ -57,7 +60,10 @@ from freightwatch.cli import detect as _detect  # noqa: E402,F401
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of `typer.Exit(n)` instead of exiting
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except FreightwatchError as exc:
         if _state["debug"]:
             raise

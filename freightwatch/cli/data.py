@@ -114,27 +114,31 @@ def demo_cmd(
 
     with console.status("running the demo"):
         res = run_demo(out, seed=seed, size_m=size_m)
-    zones = sorted({z for z, _ in res.true_counts} | {z for z, _ in res.density_counts})
-    has_model = bool(res.model_counts)
-    title = "objects per zone: truth (0.5 m labels)"
-    title += " vs density model at 3 m [90 % interval]" if has_model else " vs 3 m density-target integral"
-    table = Table(title=title)
-    table.add_column("zone", no_wrap=True)
-    for c in CLASSES:
-        table.add_column(f"{c}\ntrue", justify="right")
-        table.add_column(f"{c}\n3 m", justify="right", no_wrap=True)
+    zones = sorted({z for z, _ in res.true_counts} | {z for z, _ in res.density_counts}
+                   | {z for z, _ in res.detector_counts})
+    has_det, has_model = bool(res.detector_counts), bool(res.model_counts)
+    table = Table(title="objects per zone: truth (0.5 m labels) vs "
+                  + ("detector at 0.5 m" if has_det else "no detector weights")
+                  + (" and density model at 3 m [90 % interval]" if has_model else " and 3 m density-target integral"))
+    for col in ("zone", "class", "true", "detector 0.5 m", "density 3 m"):
+        table.add_column(col, justify="left" if col in ("zone", "class") else "right", no_wrap=True)
     for z in zones:
-        row = [z]
         for c in CLASSES:
-            row.append(str(res.true_counts.get((z, c), 0)))
-            if has_model:
-                m = res.model_counts.get((z, c))
-                row.append("-" if m is None else f"{m[0]:.0f} [{m[1]:.0f}-{m[2]:.0f}]")
-            else:
-                d = res.density_counts.get((z, c))
-                row.append("-" if d is None else f"{d:.1f}")
-        table.add_row(*row)
+            t, d = res.true_counts.get((z, c), 0), res.detector_counts.get((z, c), 0)
+            m = res.model_counts.get((z, c))
+            dens = res.density_counts.get((z, c), 0.0)
+            if not (t or d or (m and m[0] >= 0.5) or dens >= 0.5):
+                continue
+            table.add_row(z, c, str(t), str(d) if has_det else "-",
+                          f"{m[0]:.0f} [{m[1]:.0f}-{m[2]:.0f}]" if m else (f"{dens:.1f}" if not has_model else "-"))
     stdout.print(table)
+    if has_det:
+        states = Table(title="boats by state: truth vs detector (docked = within 15 m of a dock or shore)")
+        for col in ("zone", "state", "true", "detected"):
+            states.add_column(col, justify="left" if col in ("zone", "state") else "right")
+        for z, st in sorted(set(res.true_boat_states) | set(res.boat_states)):
+            states.add_row(z, st, str(res.true_boat_states.get((z, st), 0)), str(res.boat_states.get((z, st), 0)))
+        stdout.print(states)
     for name, p in res.files.items():
         typer.echo(f"{name:>16}: {p}")
 
