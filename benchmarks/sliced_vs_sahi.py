@@ -61,7 +61,7 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
     if mode == "freightwatch":
         from freightwatch.inference.detect import DetectConfig, detect_scene
 
-        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf, batch=1),
+        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf),
                            show_progress=False)
         boxes = [[*a.bbox, a.score, a.cls] for a in res.labels.annotations]
     else:

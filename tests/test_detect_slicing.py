@@ -166,3 +166,13 @@ def test_zones_in_another_crs_are_reprojected(tmp_path):
     (tmp_path / "tmp_4326.geojson").rename(zp)
     res = detect_scene(scene, BlobDetector(), DetectConfig(overlap=16), zones_path=zp)
     assert res.counts()[("lot_a", "truck", "")] == 1
+
+
+def test_card_count_thresholds_apply_per_class_unless_conf_given(tmp_path):
+    scene = _scene(tmp_path, [("truck", (10, 10, 40, 16)), ("boat", (100, 120, 120, 126))])
+    det = BlobDetector()  # scores every blob 0.9
+    det.card.count_conf = {"truck": 0.95, "boat": 0.5}
+    res = detect_scene(scene, det, DetectConfig(overlap=16))
+    assert [a.cls for a in res.labels.annotations] == ["boat"]  # the truck's 0.9 is below its 0.95
+    res = detect_scene(scene, det, DetectConfig(overlap=16, conf=0.3))
+    assert sorted(a.cls for a in res.labels.annotations) == ["boat", "truck"]

@@ -50,7 +50,9 @@ def detect_cmd(
     zones: Path | None = typer.Option(None, "--zones", help="Zones GeoJSON (lot, bridge, rail_yard, river, dock)."),
     out: Path = typer.Option(Path("runs/detect"), "--out", help="Output folder."),
     weights: Path | None = typer.Option(None, help="Detector weights (default: bundled demo weights)."),
-    conf: float = typer.Option(0.25, help="Score threshold."),
+    conf: float | None = typer.Option(
+        None, help="Score threshold for all classes (default: the model card's per-class counting thresholds, "
+        "else 0.25)."),
     slice_size: int | None = typer.Option(None, "--slice-size", help="Slice size (default: model's image size)."),
     overlap: float = typer.Option(0.2, help="Slice overlap (fraction of the slice)."),
     batch: int = typer.Option(8, help="Slices per forward pass."),

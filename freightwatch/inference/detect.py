@@ -35,7 +35,7 @@ from freightwatch.datasets.raster import Scene
 from freightwatch.datasets.tiling import overlap_pixels, tile_windows
 from freightwatch.errors import RasterError
 from freightwatch.inference.merge import merge_slice_detections
-from freightwatch.models.detector import Detector
+from freightwatch.models.detector import Detector, DetectorCard
 from freightwatch.taxonomy import CLASSES, BoatState, class_id
 from freightwatch.viz import draw_annotations, save_png
 
@@ -54,7 +54,8 @@ class DetectConfig:
         overlap: Slice overlap, fraction of the slice (<1) or pixels. It should exceed the largest
             object so every object is seen whole in some slice.
         batch: Slices per forward pass.
-        conf: Score threshold.
+        conf: Score threshold for every class; ``None`` uses the detector card's per-class
+            counting thresholds (calibrated on held-out sites), else 0.25.
         iou: IoU threshold of the per-slice NMS and the cross-slice merge.
         max_det: Detections per slice (ultralytics defaults to 300, too few for dense lots).
         resample: Resample the scene to the detector's training GSD.
@@ -67,7 +68,7 @@ class DetectConfig:
     slice_size: int | None = None
     overlap: float | int = 0.2
     batch: int = 8
-    conf: float = 0.25
+    conf: float | None = None
     iou: float = 0.5
     max_det: int = 2000
     resample: bool = False
@@ -101,6 +102,14 @@ class SceneDetections:
             c[(z or "outside", a.cls, state)] += 1
             c[("all", a.cls, state)] += 1
         return c
+
+
+def class_thresholds(card: DetectorCard, conf: float | None = None) -> dict[str, float]:
+    """Score threshold per class: ``conf`` for all when given, else the card's calibrated
+    ``count_conf``, else 0.25."""
+    if conf is not None:
+        return dict.fromkeys(CLASSES, float(conf))
+    return {c: float(card.count_conf.get(c, 0.25)) for c in CLASSES}
 
 
 def _slices(scene: Scene, size_px: int, overlap_px: int) -> Iterator[Window]:
@@ -184,6 +193,8 @@ def detect_scene(
                                     else round(cfg.overlap * scale))
         overlap_px = min(overlap_px, slice_px - 1)
         windows = tile_windows(info.width, info.height, slice_px, overlap_px)
+        thresholds = class_thresholds(detector.card, cfg.conf)
+        min_conf = min(thresholds.values(), default=0.25)
         all_boxes: list[np.ndarray] = []
         all_scores: list[np.ndarray] = []
         all_cls: list[np.ndarray] = []
@@ -201,7 +212,7 @@ def detect_scene(
                         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
                     imgs.append(rgb)
                     valid.append(mask.any())
-                preds = detector.predict(imgs, conf=cfg.conf, iou=cfg.iou, imgsz=slice_model, max_det=cfg.max_det,
+                preds = detector.predict(imgs, conf=min_conf, iou=cfg.iou, imgsz=slice_model, max_det=cfg.max_det,
                                          device=cfg.device)
                 for win, anns, ok in zip(batch_w, preds, valid, strict=True):
                     if not ok or not anns:
@@ -220,7 +231,8 @@ def detect_scene(
         classes, cut = np.concatenate(all_cls), np.concatenate(all_cut)
         keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou)
         anns = [Annotation.from_bbox(CLASSES[classes[k]], b, score=float(scores[k]))
-                for k, b in zip(keep, kept_boxes, strict=True)]
+                for k, b in zip(keep, kept_boxes, strict=True)
+                if scores[k] >= thresholds.get(CLASSES[classes[k]], min_conf)]
     else:
         anns = []
     labels = ImageLabels(

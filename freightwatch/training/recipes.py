@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 TRAIN_SEEDS = range(1000, 2000)
 """Seeds used for training sites; evaluation uses :data:`TEST_SEEDS`."""
 TEST_SEEDS = range(9000, 10000)
+CALIB_SEEDS = range(8000, 9000)
+"""Seeds of the sites the per-class counting thresholds are chosen on (never trained or tested on)."""
 
 
 def synth_sites(out_dir: str | Path, seeds: Sequence[int], gsd: float = 0.5, size_m: float = 800.0,
@@ -50,6 +52,7 @@ class DetectorRecipe:
     n_train: int = 14
     n_val: int = 2
     n_test: int = 4
+    n_calib: int = 4
     size_m: float = 800.0
     gsd: float = 0.5
     epochs: int = 24
@@ -57,53 +60,108 @@ class DetectorRecipe:
     batch: int = 8
     model: str = "yolo11n.yaml"
     seed: int = 0
+    finetune_epochs: int = 0
+    """Second stage: epochs continuing from the first stage's last checkpoint (fresh warm-up and
+    learning-rate schedule; more steps at a useful rate than one long schedule gives on a CPU)."""
 
 
-def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], conf: float = 0.25) -> dict[str, Any]:
-    """Sliced detection on whole held-out sites: COCO AP per class and per-zone count errors.
-
-    Count error per class is ``sum |pred - true| / sum true`` over (site, zone) pairs of that
-    class's zones, with detections at ``conf``.
-    """
-    from freightwatch.datasets.annotations import ImageLabels
+def _detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, list[Any], Any]]:
+    """(site folder, true labels, zones, detections at a low threshold) per site."""
     from freightwatch.datasets.formats.coco import read_coco
-    from freightwatch.datasets.geo import count_by_zone, read_zones
+    from freightwatch.datasets.geo import read_zones
     from freightwatch.inference.detect import DetectConfig, detect_scene
-    from freightwatch.models.detector import Detector
 
-    det = Detector.load(weights)
-    gts, preds = [], []
-    abs_err: Counter[str] = Counter()
-    true_tot: Counter[str] = Counter()
-    per_zone: list[dict[str, Any]] = []
-    t0 = time.time()
+    out = []
     for d in site_dirs:
         gt = read_coco(d / "labels.json").images[0]
         zones, _ = read_zones(d / "zones.geojson")
-        res = detect_scene(d / "scene.tif", det, DetectConfig(conf=0.001), zones_path=d / "zones.geojson")
-        gts.append(gt)
-        preds.append(res.labels)
-        kept = [a for a in res.labels.annotations if (a.score or 0) >= conf]
+        res = detect_scene(d / "scene.tif", det, DetectConfig(conf=0.001), zones_path=d / "zones.geojson",
+                           show_progress=False)
+        out.append((d, gt, zones, res.labels))
+    return out
+
+
+def _zone_errors(runs: Sequence[tuple[Path, Any, list[Any], Any]], thresholds: dict[str, float]
+                 ) -> list[dict[str, Any]]:
+    from freightwatch.datasets.annotations import ImageLabels
+    from freightwatch.datasets.geo import count_by_zone
+
+    rows = []
+    for d, gt, zones, pred in runs:
+        kept = [a for a in pred.annotations if (a.score or 0) >= thresholds.get(a.cls, 0.25)]
         pred_counts = count_by_zone(ImageLabels(gt.file_name, gt.width, gt.height, kept, transform=gt.transform), zones)
         true_counts = count_by_zone(gt, zones)
         for z in zones:
             for c in CLASSES:
                 t, p = true_counts.get((z.name, c), 0), pred_counts.get((z.name, c), 0)
-                if t == 0 and p == 0:
-                    continue
-                abs_err[c] += abs(p - t)
-                true_tot[c] += t
-                per_zone.append({"site": d.name, "zone": z.name, "kind": z.kind, "class": c, "true": t, "pred": p})
+                if t or p:
+                    rows.append({"site": d.name, "zone": z.name, "kind": z.kind, "class": c, "true": t, "pred": p})
+    return rows
+
+
+def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
+                               grid: Sequence[float] | None = None, write: bool = True) -> dict[str, float]:
+    """Per-class score thresholds that minimise the zone count error on calibration sites.
+
+    Counting wants the threshold where misses and false alarms cancel, which is not the
+    best-F1 or a fixed 0.25. The sites must be disjoint from training and test sites. With
+    ``write`` the thresholds go into the model card (``count_conf``), which ``freightwatch
+    detect`` uses by default.
+    """
+    from freightwatch.models.detector import Detector
+
+    det = Detector.load(weights)
+    runs = _detect_sites(det, site_dirs)
+    grid = list(grid) if grid is not None else [round(float(t), 3) for t in np.arange(0.05, 0.901, 0.025)]
+    best: dict[str, float] = {}
+    for c in CLASSES:
+        errs = []
+        for t in grid:
+            rows = [r for r in _zone_errors(runs, {c: t}) if r["class"] == c]
+            errs.append(sum(abs(r["pred"] - r["true"]) for r in rows))
+        best[c] = grid[int(np.argmin(errs))]  # first minimum: the lowest threshold among ties
+    if write:
+        det.card.count_conf = best
+        det.card.save(Path(weights).with_suffix(".json"))
+    return best
+
+
+def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], conf: float | None = None
+                               ) -> dict[str, Any]:
+    """Sliced detection on whole held-out sites: COCO AP per class and per-zone count errors.
+
+    Count error per class is ``sum |pred - true| / sum true`` over (site, zone) pairs of that
+    class's zones, with detections at ``conf`` (default: the card's per-class counting
+    thresholds, else 0.25).
+    """
+    from freightwatch.inference.detect import class_thresholds
+    from freightwatch.models.detector import Detector
+
+    det = Detector.load(weights)
+    t0 = time.time()
+    runs = _detect_sites(det, site_dirs)
+    thresholds = class_thresholds(det.card, conf)
+    per_zone = _zone_errors(runs, thresholds)
+    abs_err: Counter[str] = Counter()
+    true_tot: Counter[str] = Counter()
+    for r in per_zone:
+        abs_err[r["class"]] += abs(r["pred"] - r["true"])
+        true_tot[r["class"]] += r["true"]
+    gts, preds = [r[1] for r in runs], [r[3] for r in runs]
     ap = coco_metrics(gts, preds)
     count_err = {c: (abs_err[c] / true_tot[c] if true_tot[c] else None) for c in CLASSES}
-    return nan_to_none({"coco": ap, "zone_count_rel_error": count_err, "conf": conf,
+    return nan_to_none({"coco": ap, "zone_count_rel_error": count_err, "conf": thresholds,
                         "sites": [d.name for d in site_dirs], "per_zone": per_zone, "seconds": time.time() - t0})
 
 
 def train_bundled_detector(
-    work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None
+    work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None, reuse_stage1: bool = False
 ) -> dict[str, Any]:
-    """Generate sites, train, evaluate on held-out sites, copy weights to ``dest``; return the report."""
+    """Generate sites, train, evaluate on held-out sites, copy weights to ``dest``; return the report.
+
+    With ``reuse_stage1`` a first stage already finished in ``work_dir/run`` is kept and only the
+    second stage (``recipe.finetune_epochs``) runs.
+    """
     import shutil
 
     from freightwatch.training.detector import DetectorTrainConfig, train_detector
@@ -112,6 +170,7 @@ def train_bundled_detector(
     work = Path(work_dir)
     train_sites = synth_sites(work / "sites", list(TRAIN_SEEDS)[: r.n_train + r.n_val], gsd=r.gsd, size_m=r.size_m)
     test_sites = synth_sites(work / "test_sites", list(TEST_SEEDS)[: r.n_test], gsd=r.gsd, size_m=r.size_m)
+    calib_sites = synth_sites(work / "calib_sites", list(CALIB_SEEDS)[: r.n_calib], gsd=r.gsd, size_m=r.size_m)
     frac_val = r.n_val / (r.n_train + r.n_val)
     cfg = DetectorTrainConfig(
         model=r.model, epochs=r.epochs, imgsz=r.imgsz, batch=r.batch, seed=r.seed, gsd=r.gsd,
@@ -126,10 +185,22 @@ def train_bundled_detector(
     for site in train_sites:
         (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
     t0 = time.time()
-    res = train_detector(chosen, work / "run", cfg)
+    stage1 = work / "run"
+    if reuse_stage1 and (stage1 / "detector.safetensors").is_file():
+        from freightwatch.training.detector import DetectorTrainResult
+
+        res = DetectorTrainResult(weights=stage1 / "detector.safetensors", card=stage1 / "detector.json",
+                                  metrics=stage1 / "metrics.json", run_dir=stage1 / "ultralytics")
+    else:
+        res = train_detector(chosen, stage1, cfg)
+    if r.finetune_epochs > 0:
+        cfg2 = replace(cfg, weights=res.run_dir / "weights" / "last.pt", epochs=r.finetune_epochs)
+        res = train_detector(chosen, work / "run2", cfg2)
     train_s = time.time() - t0
+    count_conf = calibrate_count_thresholds(res.weights, calib_sites) if calib_sites else {}
     report = evaluate_detector_on_sites(res.weights, test_sites)
-    report.update({"recipe": r.__dict__, "train_seconds": train_s, "train_sites": [p.name for p in train_sites]})
+    report.update({"recipe": r.__dict__, "train_seconds": train_s, "train_sites": [p.name for p in train_sites],
+                   "calibration_sites": [p.name for p in calib_sites], "count_conf": count_conf})
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for src in (res.weights, res.card):

@@ -1,0 +1,46 @@
+"""Counting thresholds of the bundled-detector recipe, on constructed detections."""
+
+from pathlib import Path
+
+from affine import Affine
+from shapely.geometry import box
+
+from freightwatch.datasets.annotations import Annotation, ImageLabels
+from freightwatch.datasets.geo import Zone
+from freightwatch.models.detector import DetectorCard
+from freightwatch.training import recipes
+
+T = Affine(1, 0, 0, 0, -1, 100)
+
+
+def _labels(objs):
+    anns = [Annotation.from_bbox(c, (x, y, x + 4, y + 2), score=s) for c, x, y, s in objs]
+    return ImageLabels("s.tif", 100, 100, anns, transform=T)
+
+
+def test_calibrated_thresholds_minimise_zone_count_error(monkeypatch, tmp_path):
+    zone = Zone("lot", "lot", box(0, 0, 100, 100))
+    truth = _labels([("truck", 10 * k, 10, None) for k in range(6)] + [("boat", 10 * k, 50, None) for k in range(4)])
+    # trucks: 6 true detections at 0.8 plus 3 false alarms at 0.4 -> any threshold in (0.4, 0.8] counts 6
+    # boats: 4 true at 0.15 (a weak class) -> only a threshold <= 0.15 counts them
+    pred = _labels([("truck", 10 * k, 10, 0.8) for k in range(6)] + [("truck", 10 * k, 80, 0.4) for k in range(3)]
+                   + [("boat", 10 * k, 50, 0.15) for k in range(4)])
+    runs = [(Path("site_a"), truth, [zone], pred)]
+
+    class FakeDetector:
+        card = DetectorCard()
+
+    monkeypatch.setattr(recipes, "_detect_sites", lambda det, sites: runs)
+    monkeypatch.setattr("freightwatch.models.detector.Detector.load", staticmethod(lambda w: FakeDetector()))
+    best = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False)
+    assert 0.4 < best["truck"] <= 0.8
+    assert best["boat"] <= 0.15
+    rows = recipes._zone_errors(runs, best)
+    assert {(r["class"], r["true"], r["pred"]) for r in rows} == {("truck", 6, 6), ("boat", 4, 4)}
+    rows = recipes._zone_errors(runs, {"truck": 0.25, "boat": 0.25})  # a fixed threshold gets both wrong
+    assert {(r["class"], r["pred"]) for r in rows} == {("truck", 9), ("boat", 0)}
+
+
+def test_recipe_seed_ranges_are_disjoint():
+    ranges = [set(recipes.TRAIN_SEEDS), set(recipes.TEST_SEEDS), set(recipes.CALIB_SEEDS)]
+    assert all(not (a & b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
