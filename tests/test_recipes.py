@@ -39,6 +39,9 @@ def test_calibrated_thresholds_minimise_zone_count_error(monkeypatch, tmp_path):
     assert {(r["class"], r["true"], r["pred"]) for r in rows} == {("truck", 6, 6), ("boat", 4, 4)}
     rows = recipes._zone_errors(runs, {"truck": 0.25, "boat": 0.25})  # a fixed threshold gets both wrong
     assert {(r["class"], r["pred"]) for r in rows} == {("truck", 9), ("boat", 0)}
+    # a gain smaller than min_gain keeps the default threshold
+    kept = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False, min_gain=1.01)
+    assert kept == {"truck": 0.25, "railcar": 0.25, "boat": 0.25}
 
 
 def test_recipe_seed_ranges_are_disjoint():

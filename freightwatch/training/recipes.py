@@ -52,7 +52,7 @@ class DetectorRecipe:
     n_train: int = 14
     n_val: int = 2
     n_test: int = 4
-    n_calib: int = 4
+    n_calib: int = 8
     size_m: float = 800.0
     gsd: float = 0.5
     epochs: int = 24
@@ -100,26 +100,34 @@ def _zone_errors(runs: Sequence[tuple[Path, Any, list[Any], Any]], thresholds: d
 
 
 def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
-                               grid: Sequence[float] | None = None, write: bool = True) -> dict[str, float]:
+                               grid: Sequence[float] | None = None, write: bool = True,
+                               default: float = 0.25, min_gain: float = 0.1) -> dict[str, float]:
     """Per-class score thresholds that minimise the zone count error on calibration sites.
 
     Counting wants the threshold where misses and false alarms cancel, which is not the
-    best-F1 or a fixed 0.25. The sites must be disjoint from training and test sites. With
-    ``write`` the thresholds go into the model card (``count_conf``), which ``freightwatch
-    detect`` uses by default.
+    best-F1 or a fixed 0.25. The sites must be disjoint from training and test sites. A class
+    keeps ``default`` unless another threshold cuts its calibration error by at least
+    ``min_gain`` (a fraction): a few sites make the error curve noisy, and a low threshold that
+    wins there by a little can double-count elsewhere. With ``write`` the thresholds go into the
+    model card (``count_conf``), which ``freightwatch detect`` uses by default.
     """
     from freightwatch.models.detector import Detector
 
     det = Detector.load(weights)
     runs = _detect_sites(det, site_dirs)
-    grid = list(grid) if grid is not None else [round(float(t), 3) for t in np.arange(0.05, 0.901, 0.025)]
+    grid = list(grid) if grid is not None else [round(float(t), 3) for t in np.arange(0.15, 0.601, 0.025)]
+
+    def error(c: str, t: float) -> float:
+        return float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {c: t}) if r["class"] == c))
+
     best: dict[str, float] = {}
     for c in CLASSES:
-        errs = []
-        for t in grid:
-            rows = [r for r in _zone_errors(runs, {c: t}) if r["class"] == c]
-            errs.append(sum(abs(r["pred"] - r["true"]) for r in rows))
-        best[c] = grid[int(np.argmin(errs))]  # first minimum: the lowest threshold among ties
+        errs = [error(c, t) for t in grid]
+        k = int(np.argmin(errs))  # first minimum: the lowest threshold among ties
+        base = error(c, default)
+        best[c] = grid[k] if errs[k] < base and errs[k] <= (1 - min_gain) * base else default
+        log.info("count threshold %s: %.3f (calibration error %.0f vs %.0f at %.2f)",
+                 c, best[c], errs[k], base, default)
     if write:
         det.card.count_conf = best
         det.card.save(Path(weights).with_suffix(".json"))
