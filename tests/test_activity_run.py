@@ -147,7 +147,7 @@ def test_missing_detector_weights_is_a_clear_error_before_any_work(tmp_path, mon
 
     monkeypatch.setattr(detmod, "bundled_detector", lambda: tmp_path / "nope.safetensors")
     _hires(tmp_path / "cat" / "h.tif", tags={"ACQUISITION_TIME": "2016-02-13T02:30:00Z"})
-    with pytest.raises(InputFileError, match="no detector weights are bundled yet"):
+    with pytest.raises(InputFileError, match="no detector weights are installed"):
         run_catalog(read_catalog(tmp_path / "cat"), _site(), tmp_path / "out", RunConfig(), show_progress=False)
     assert not (tmp_path / "out" / "counts.parquet").exists()
 

@@ -576,7 +576,7 @@ def test_missing_bundled_detector_is_a_clear_error(tmp_path, capsys) -> None:
 
 
 # -- batch runs: problems that stop a run before any scene (scene problems are in test_batch) ------
-def test_batch_site_catalog_and_weights_problems(tmp_path, capsys, density_weights) -> None:
+def test_batch_site_catalog_and_weights_problems(tmp_path, capsys, density_weights, monkeypatch) -> None:
     cat = tmp_path / "cat"
     cat.mkdir()
     coarse_scene(cat / "s_20160213.tif")
@@ -591,6 +591,9 @@ def test_batch_site_catalog_and_weights_problems(tmp_path, capsys, density_weigh
                           "does not exist")
     code, _, err = cli(capsys, *run)
     assert code == 0, err
-    if not bundled_detector().is_file():  # a 0.5 m scene needs the detector, and none is bundled yet
-        coarse_scene(cat / "fine_20160214.tif", gsd=0.5)
-        assert_one_line_error(cli(capsys, *run), bundled_detector(), "--weights", "--method density")
+    # a 0.5 m scene needs the detector: without any detector weights, a clear error up front
+    from freightwatch.models import detector as detmod
+
+    monkeypatch.setattr(detmod, "bundled_detector", lambda: tmp_path / "no_detector.safetensors")
+    coarse_scene(cat / "fine_20160214.tif", gsd=0.5)
+    assert_one_line_error(cli(capsys, *run), tmp_path / "no_detector.safetensors", "--weights", "--method density")

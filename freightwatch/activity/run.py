@@ -338,7 +338,7 @@ def _load_models(needed: set[str], weights: str | Path | None, density_weights: 
 
         if weights is None and not bundled_detector().is_file():
             raise InputFileError(bundled_detector(), "high-resolution scenes need the detector, but no detector "
-                                                     "weights are bundled yet: pass --weights W (train with "
+                                                     "weights are installed: pass --weights W (train with "
                                                      "`freightwatch train detector`), or --method density")
         detector = Detector.load(weights)
     if "density" in needed:

@@ -202,7 +202,7 @@ def load_models(methods: Iterable[str], weights: Path | None, density_weights: P
 
         if weights is None and not bundled_detector().is_file():
             raise InputFileError(bundled_detector(), "some scenes need the detector, but no detector weights are "
-                                                     "bundled yet: pass --weights W (train with `freightwatch train "
+                                                     "installed: pass --weights W (train with `freightwatch train "
                                                      "detector`), or --method density")
         detector = Detector.load(weights)
     if "density" in methods:

@@ -161,7 +161,7 @@ def load_models(
     """Load the detector and the density model; the bundled weights where none are given.
 
     A model whose weights are given but unusable is an error. A bundled model that does not exist
-    is left out with a warning (the detector's weights are not bundled yet).
+    is left out with a warning.
 
     Raises:
         InputFileError: given weights that are missing or unreadable.
