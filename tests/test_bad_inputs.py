@@ -34,7 +34,7 @@ from freightwatch.errors import LabelFormatError, RasterError
 from freightwatch.inference.density import DensityRunConfig, density_scene
 from freightwatch.inference.detect import DetectConfig, detect_scene
 from freightwatch.models.density import DensityConfig, DensityModel
-from freightwatch.models.detector import DetectorCard, bundled_detector
+from freightwatch.models.detector import DetectorCard
 
 X0, Y0 = 447000.0, 4442000.0
 UTM = "EPSG:32651"
@@ -567,11 +567,13 @@ def test_card_naming_a_pt_architecture_never_downloads(tmp_path, capsys, detecto
     assert code == 0, err
 
 
-def test_missing_bundled_detector_is_a_clear_error(tmp_path, capsys) -> None:
-    if bundled_detector().is_file():
-        pytest.skip("bundled detector weights are present")
+def test_missing_bundled_detector_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
+    from freightwatch.models import detector as detmod
+
+    missing = tmp_path / "weights" / "detector.safetensors"  # as if the bundled file were not installed
+    monkeypatch.setattr(detmod, "bundled_detector", lambda: missing)
     scene = coarse_scene(tmp_path / "s.tif", gsd=0.5)
-    assert_one_line_error(cli(capsys, "detect", scene, "--out", tmp_path / "o"), bundled_detector(),
+    assert_one_line_error(cli(capsys, "detect", scene, "--out", tmp_path / "o"), missing,
                           "weights file does not exist", "make weights")
 
 
