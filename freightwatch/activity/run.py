@@ -30,13 +30,14 @@ from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
-from shapely.geometry import Polygon, mapping, shape
+from shapely.geometry import mapping, shape
 
 from freightwatch._progress import progress
 from freightwatch.activity.catalog import CatalogEntry
 from freightwatch.activity.site import Site
 from freightwatch.activity.table import COLUMNS, add_calendar, order_columns, write_table
 from freightwatch.datasets.geo import Zone, write_zones
+from freightwatch.datasets.raster import grid_footprint
 from freightwatch.errors import FreightwatchError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,6 @@ def zones_in_crs(site: Site, crs: str | None) -> list[Zone]:
 
 
 
-def _footprint(ds: rasterio.DatasetReader) -> Any:
-    """The scene outline from its four corners (exact for rotated and south-up grids)."""
-    xs, ys = ds.transform * (np.array([0, ds.width, ds.width, 0], float), np.array([0, 0, ds.height, ds.height], float))
-    return Polygon(zip(xs, ys, strict=True))
-
-
 def _pixel_window(ds: rasterio.DatasetReader, geom: Any) -> Window | None:
     """Pixel window covering ``geom`` via the inverse transform (``from_bounds`` fails on south-up grids)."""
     x0, y0, x1, y1 = geom.bounds
@@ -132,7 +127,7 @@ def zone_valid_fractions(scene_path: Path, zones: Sequence[Zone], mask_path: Pat
             if mds is not None and (mds.width, mds.height) != (ds.width, ds.height):
                 raise InputFileError(mask_path, f"mask is {mds.width}x{mds.height} px but the scene "
                                                 f"{scene_path.name} is {ds.width}x{ds.height}: they must share a grid")
-            footprint = _footprint(ds)
+            footprint = grid_footprint(ds.transform, ds.width, ds.height)
             for z in zones:
                 part = z.geometry.intersection(footprint)
                 if part.is_empty or z.geometry.area <= 0:
@@ -221,7 +216,7 @@ def _density_counts(entry: CatalogEntry, site: Site, model: Any, config: RunConf
 
 def _masked_zone_sums(ds: rasterio.DatasetReader, zone: Zone, mds: Any) -> np.ndarray:
     sums = np.zeros(ds.count, dtype=np.float64)
-    part = zone.geometry.intersection(_footprint(ds))
+    part = zone.geometry.intersection(grid_footprint(ds.transform, ds.width, ds.height))
     if part.is_empty:
         return sums
     w = _pixel_window(ds, part)

@@ -97,6 +97,15 @@ def gsd_metres(crs: Any, transform: Affine, width: int, height: int) -> float:
     return (px + py) / 2 * factor
 
 
+def grid_footprint(transform: Affine, width: int, height: int) -> Polygon:
+    """Outline of a ``width`` x ``height`` pixel grid in map coordinates: four corners, so it is
+    exact for rotated and south-up grids too, where the bounding box of two corners is not."""
+    cols = np.array([0, width, width, 0], dtype=float)
+    rows = np.array([0, 0, height, height], dtype=float)
+    xs, ys = transform * (cols, rows)
+    return Polygon(zip(xs, ys, strict=True))
+
+
 @dataclass(frozen=True)
 class SceneInfo:
     """What is known of a scene without reading its pixels.
@@ -141,12 +150,8 @@ class SceneInfo:
         return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
 
     def footprint(self) -> Polygon:
-        """The scene's outline in its CRS (pixel coordinates without one): four corners, so it is
-        exact for rotated and south-up grids too, where the bounding box of two corners is not."""
-        cols = np.array([0, self.width, self.width, 0], dtype=float)
-        rows = np.array([0, 0, self.height, self.height], dtype=float)
-        xs, ys = self.transform * (cols, rows)
-        return Polygon(zip(xs, ys, strict=True))
+        """The scene's outline in its CRS (pixel coordinates without one); see :func:`grid_footprint`."""
+        return grid_footprint(self.transform, self.width, self.height)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (for ``freightwatch info``)."""
