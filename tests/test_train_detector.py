@@ -128,3 +128,31 @@ def test_detect_cli_writes_the_interface_files(tiny_run, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "freightwatch", "detect", str(tmp_path / "missing.tif"),
                           "--weights", str(tiny_run.weights), "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.tif" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_finetunes_from_freightwatch_safetensors_without_pickle(tiny_scenes, tiny_run, tmp_path):
+    """A .safetensors detector is a valid starting point: with a zero learning rate its weights stay put."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    # Perturbed weights nobody could reach from a fresh random init: the result must carry them.
+    init = load_file(str(tiny_run.weights))
+    gen = torch.Generator().manual_seed(0)
+    init = {k: (v + 0.05 * torch.randn(v.shape, generator=gen).to(v.dtype)) if k.endswith("conv.weight") else v
+            for k, v in init.items()}
+    start = tmp_path / "start" / "detector.safetensors"
+    start.parent.mkdir()
+    save_file(init, str(start))
+    shutil.copy2(tiny_run.card, start.with_suffix(".json"))
+    cfg = _tiny_config()
+    cfg.weights = start
+    cfg.extra = {"optimizer": "SGD", "lr0": 0.0, "warmup_epochs": 0}  # "auto" would pick its own lr
+    res = train_detector(tiny_scenes, tmp_path / "ft", cfg)
+    tuned = load_file(str(res.weights))
+    convs = [k for k in init if k.endswith("conv.weight")]
+    assert len(convs) > 50 and set(init) == set(tuned)
+    for k in convs:
+        np.testing.assert_allclose(tuned[k].float().numpy(), init[k].float().numpy(), atol=2e-3, err_msg=k)
+    assert json.loads(res.card.read_text())["base_weights"] == str(start)

@@ -56,7 +56,8 @@ class DetectorTrainConfig:
 
     Attributes:
         model: Model YAML to build from (``yolo11n.yaml``) when no weights are given.
-        weights: Local pretrained weights to fine-tune (ultralytics ``.pt``, trusted input only).
+        weights: Local pretrained weights to fine-tune: a freightwatch ``.safetensors`` detector (no
+            pickle) or an ultralytics ``.pt`` (a pickle: trusted input only).
         epochs: Training epochs.
         imgsz: Training image size.
         batch: Batch size.
@@ -156,6 +157,12 @@ def prepare_dataset(data: str | Path, work_dir: Path, chip: ChipConfig) -> tuple
     raise InputFileError(data, "unsupported training data (expected data.yaml, COCO .json or a folder)")
 
 
+def _model_yaml_for(det: Detector, default: str) -> str:
+    """The architecture YAML a freightwatch detector was built from (its card's ``arch``)."""
+    arch = det.card.arch
+    return arch if isinstance(arch, str) and arch.endswith((".yaml", ".yml")) else default
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (ultralytics also receives the seed with deterministic=True)."""
     import torch
@@ -188,9 +195,17 @@ def train_detector(
     if cfg.weights is not None:
         if not Path(cfg.weights).is_file():
             raise InputFileError(cfg.weights, "pretrained weights file does not exist")
-        # Build from the YAML and transfer matching layers from the (trusted) checkpoint, so a
-        # checkpoint for other classes (e.g. COCO's 80) still fine-tunes into our 3-class head.
-        yolo = YOLO(cfg.model, task="detect").load(str(cfg.weights))
+        if Path(cfg.weights).suffix == ".safetensors":
+            # our own weights (no pickle): fine-tune a freightwatch detector, same architecture
+            det = Detector.load(cfg.weights)
+            net = det.yolo.model.float()
+            for p in net.parameters():
+                p.requires_grad_(True)
+            yolo = YOLO(_model_yaml_for(det, cfg.model), task="detect").load(net)
+        else:
+            # Build from the YAML and transfer matching layers from the (trusted) checkpoint, so a
+            # checkpoint for other classes (e.g. COCO's 80) still fine-tunes into our 3-class head.
+            yolo = YOLO(cfg.model, task="detect").load(str(cfg.weights))
         base = str(cfg.weights)
     else:
         yolo = YOLO(cfg.model, task="detect")
