@@ -31,6 +31,15 @@ weights: $(STAMP)
 	$(BIN)/python benchmarks/train_density_weights.py
 	cp runs/density-weights/density.safetensors runs/density-weights/density.json \
 	   runs/density-weights/density_accuracy.json freightwatch/weights/
+	# real-transfer detector: needs the real ship tiles in ../shared (development only)
+	@if [ -d ../shared/data/ships-google-earth ]; then \
+	  $(BIN)/python benchmarks/train_real_detector.py --out runs/real/det \
+	    --synthetic runs/weights/detector/run/dataset --synthetic-work runs/weights/detector \
+	    --init runs/weights/detector/run2/detector.safetensors && \
+	  cp runs/real/det/detector.safetensors freightwatch/weights/detector_real.safetensors && \
+	  cp runs/real/det/detector.json freightwatch/weights/detector_real.json && \
+	  $(BIN)/python benchmarks/real_transfer.py --detector real-transfer=runs/real/det/detector.safetensors; \
+	else echo "../shared/data not found: real-transfer detector not retrained"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

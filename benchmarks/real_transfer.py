@@ -38,6 +38,8 @@ from freightwatch.models.detector import Detector
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 HAND = Path(__file__).resolve().parent / "data" / "planetscope_hand_counts.json"
+NEAR_PX = 25
+"""Density within this many pixels (75 m at 3 m) of a hand-counted ship is mass "on" that ship."""
 
 
 def _named(text: str) -> tuple[str, Path]:
@@ -133,14 +135,21 @@ def run_density(models: list[tuple[str, Path | None]], out: Path, gsd: float = 3
             }
             res.setdefault(name, {})[scene] = row
             logging.info("%s on %s: %s", name, scene, row)
-            # overlay: boat density over the scene, hand-counted ships as rings
             if maps is None:
-                from freightwatch.evaluation.predict import DIRECT_DENSITY_PX  # noqa: F401 - documented limit
-
                 maps = _tiled_predict(model, rgb)
+            # Where the mass sits: near a hand-counted ship (ideally one per ship) or elsewhere (false).
+            b = maps[model.config.classes.index("boat")]
+            scale = model.corrected_count(1.0, "boat", gsd)
+            pts = np.array(h["open_water"] + h["moored"], dtype=float)
+            yy, xx = np.mgrid[0:b.shape[0], 0:b.shape[1]]
+            near = np.zeros(b.shape, bool)
+            for x, y in pts:
+                near |= (xx - x) ** 2 + (yy - y) ** 2 <= NEAR_PX**2
+            row["boat_mass_near_hand_ships"] = round(float(b[near].sum() * scale), 1)
+            row["boat_mass_elsewhere"] = round(float(b[~near].sum() * scale), 1)
+            # overlay: boat density over the scene, hand-counted ships as rings
             fig, ax = plt.subplots(figsize=(14, 14 * rgb.shape[0] / rgb.shape[1]))
             ax.imshow(rgb)
-            b = maps[model.config.classes.index("boat")]
             ax.imshow(np.ma.masked_less(b, 0.002), cmap="autumn", alpha=0.6, vmin=0, vmax=max(0.02, float(b.max())))
             for key, color in (("open_water", "cyan"), ("moored", "yellow")):
                 pts = np.array(h[key]) if h[key] else np.zeros((0, 2))
@@ -186,13 +195,15 @@ def markdown(det: dict[str, Any], dens: dict[str, Any]) -> str:
                          f"{_pct(r['boat_count_rel_mae'])} | {_pct(r['boat_total_rel_error'])} | "
                          f"{_num(r['false_trucks_per_tile'], 2)} | {_num(r['false_railcars_per_tile'], 2)} |")
     lines += ["", "## Density model on real PlanetScope 3 m scenes", "",
-              "| model | scene | boat count [90 % interval] | hand count (open water + moored) | error vs hand |",
-              "|---|---|---|---|---|"]
+              "| model | scene | boat count [90 % interval] | hand count (open water + moored) | error vs hand | "
+              "mass within 75 m of hand-counted ships | mass elsewhere |",
+              "|---|---|---|---|---|---|---|"]
     for name, scenes in dens.items():
         for s, r in scenes.items():
             lines.append(f"| {name} | {s} | {r['boat_count']} [{r['boat_interval'][0]}, {r['boat_interval'][1]}] | "
                          f"{r['hand_total']} ({r['hand_open_water']} + {r['hand_moored']}) | "
-                         f"{_pct(r['rel_error_vs_hand_total'])} |")
+                         f"{_pct(r['rel_error_vs_hand_total'])} | {r.get('boat_mass_near_hand_ships', '-')} | "
+                         f"{r.get('boat_mass_elsewhere', '-')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -83,6 +83,16 @@ def tile_count_threshold(weights: Path, images: list[Path], cls: str = "boat", d
     return chosen, err
 
 
+def _synthetic_class_errors(weights: Path, sites: list[Path], cls: str, grid: list[float]) -> dict[float, float]:
+    """sum |pred - true| over (site, zone) of ``cls`` at each threshold, on synthetic sites."""
+    from freightwatch.models.detector import Detector
+    from freightwatch.training.recipes import _detect_sites, _zone_errors
+
+    runs = _detect_sites(Detector.load(weights), sites)
+    return {t: float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {cls: t}) if r["class"] == cls))
+            for t in grid}
+
+
 def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dict:
     """Counting thresholds (trucks/railcars on synthetic calibration sites, boats on the real dev
     tiles) into the card, then accuracy on the held-out synthetic test sites."""
@@ -91,13 +101,21 @@ def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dic
     calib = sorted((synthetic_work / "calib_sites").glob("site_*"))
     test = sorted((synthetic_work / "test_sites").glob("site_*"))
     thr = calibrate_count_thresholds(weights, calib, write=False)
-    thr["boat"], boat_err = tile_count_threshold(weights, dev_images)
+    _, boat_err = tile_count_threshold(weights, dev_images)
+    # Boats have two calibration sets: synthetic sites and real dev tiles. The threshold minimises
+    # the mean of the two relative errors (each against its value at 0.25), same 10 % rule.
+    syn_err = _synthetic_class_errors(weights, calib, "boat", sorted(boat_err))
+    joint = {t: 0.5 * (boat_err[t] / max(boat_err[0.25], 1) + syn_err[t] / max(syn_err[0.25], 1)) for t in boat_err}
+    best = min(joint, key=lambda t: (joint[t], t))
+    thr["boat"] = best if joint[best] <= 0.9 * joint[0.25] else 0.25
+    boat_err = {"real_dev": boat_err, "synthetic_calib": syn_err, "joint": joint}
     from freightwatch.models.detector import DetectorCard
 
     card = DetectorCard.load(weights.with_suffix(".json"))
     card.count_conf = thr
     card.extra = {**card.extra, "count_conf_from": "truck, railcar: synthetic calibration sites "
-                  f"{calib[0].name}-{calib[-1].name}; boat: {len(dev_images)} real dev tiles (train split)"}
+                  f"{calib[0].name}-{calib[-1].name}; boat: those sites and {len(dev_images)} real dev tiles "
+                  "(train split), mean relative error"}
     card.save(weights.with_suffix(".json"))
     acc = evaluate_detector_on_sites(weights, test)
     acc.pop("per_zone", None)
@@ -115,7 +133,10 @@ def main() -> None:
     ap.add_argument("--init", default="runs/weights/det40/final/detector.safetensors",
                     help="initial weights (.safetensors / .pt) or 'none' for from scratch")
     ap.add_argument("--model", default="yolo11n.yaml")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--lr0", type=float, default=5e-4,
+                    help="AdamW learning rate (a third of ultralytics' automatic one: at full rate the "
+                    "synthetic classes were being forgotten, dev mAP50 0.64 -> 0.47 in 4 epochs)")
     ap.add_argument("--imgsz", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -123,6 +144,8 @@ def main() -> None:
     ap.add_argument("--synthetic-work", type=Path, default=Path("runs/weights/det40"),
                     help="the synthetic recipe's work folder (calib_sites/, test_sites/)")
     ap.add_argument("--finalize-only", action="store_true", help="only calibrate thresholds and evaluate OUT")
+    ap.add_argument("--no-finalize", action="store_true",
+                    help="skip counting thresholds and the synthetic evaluation (comparison runs)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +159,8 @@ def main() -> None:
     init = None if args.init in ("none", "") else Path(args.init)
     cfg = DetectorTrainConfig(model=args.model, weights=init, epochs=args.epochs, imgsz=args.imgsz,
                               batch=args.batch, seed=args.seed, gsd=0.5, workers=2,
-                              extra={"fraction": args.fraction} if args.fraction < 1 else {})
+                              extra={"optimizer": "AdamW", "lr0": args.lr0, "warmup_epochs": 1,
+                                     **({"fraction": args.fraction} if args.fraction < 1 else {})})
     t0 = time.time()
     res = train_detector(data_yaml, args.out, cfg)
     card = json.loads(res.card.read_text())
@@ -146,6 +170,8 @@ def main() -> None:
                     "10 % dev split held out by tile)")
     res.card.write_text(json.dumps(card, indent=2))
     print(f"wrote {res.weights} in {time.time() - t0:.0f} s", flush=True)
+    if args.no_finalize:
+        return
     acc = finalize(res.weights, args.synthetic_work, dev_images)
     print(json.dumps({k: acc[k] for k in ("zone_count_rel_error", "conf")}, indent=2))
 

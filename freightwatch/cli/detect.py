@@ -19,7 +19,9 @@ def train_detector_cmd(
     data: Path = typer.Argument(..., help="data.yaml / YOLO folder, COCO JSON, or a folder of scene folders."),
     out: Path = typer.Option(Path("runs/train-detector"), "--out", help="Run folder."),
     model: str = typer.Option("yolo11n.yaml", help="Model YAML to build from (used when no --weights)."),
-    weights: Path | None = typer.Option(None, help="Local pretrained weights to fine-tune (.pt, trusted only)."),
+    weights: Path | None = typer.Option(
+        None, help="Weights to fine-tune: a freightwatch .safetensors detector (e.g. the bundled one), or an "
+        "ultralytics .pt (a pickle: trusted files only)."),
     epochs: int = typer.Option(50, help="Training epochs."),
     imgsz: int = typer.Option(640, help="Training image size."),
     batch: int = typer.Option(16, help="Batch size."),

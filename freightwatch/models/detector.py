@@ -27,9 +27,13 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 """Where the demo weights ship inside the package."""
 
 
-def bundled_detector() -> Path:
-    """Path of the bundled demo detector weights (``.safetensors``)."""
-    return BUNDLED_DIR / "detector.safetensors"
+BUNDLED_DETECTORS: dict[str, str] = {"bundled": "detector.safetensors", "bundled-real": "detector_real.safetensors"}
+"""Names accepted in place of a weights path: the default (synthetic) and the real-transfer detector."""
+
+
+def bundled_detector(name: str = "bundled") -> Path:
+    """Path of a bundled detector (``.safetensors``): ``bundled`` (default) or ``bundled-real``."""
+    return BUNDLED_DIR / BUNDLED_DETECTORS[name]
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -147,11 +151,14 @@ class Detector:
         """Load weights: freightwatch ``.safetensors`` (+ ``.json`` card) or a trusted ultralytics ``.pt``.
 
         Args:
-            path: Weights file; the bundled demo detector when ``None``.
+            path: Weights file, or ``bundled`` / ``bundled-real`` (see :data:`BUNDLED_DETECTORS`);
+                the bundled demo detector when ``None``.
 
         Raises:
             InputFileError: missing file, unreadable weights, or a card that does not match.
         """
+        if path is not None and str(path) in BUNDLED_DETECTORS and not Path(path).exists():
+            path = bundled_detector(str(path))
         path = Path(path) if path is not None else bundled_detector()
         if not path.is_file():
             hint = " (run `make weights` to train the bundled demo weights)" if path == bundled_detector() else ""
