@@ -1,14 +1,21 @@
 """Sliced inference: freightwatch vs SAHI's get_sliced_prediction, same weights, slices and overlap.
 
 Builds large synthetic scenes by tiling synthetic sites into one GeoTIFF (window by window, so
-building them needs little memory), then for each scene size runs, each in a fresh process:
-freightwatch's ``detect_scene`` and SAHI's ``get_sliced_prediction`` (SAHI only up to
-``--sahi-max`` px: it decodes the whole image into memory). Reports seconds, scenes per second,
-peak RSS, and the agreement of the two detection sets as AP50 of freightwatch's boxes scored
-against SAHI's as reference.
+building them needs little memory), then for each scene size runs each method in a fresh process
+(SAHI only up to ``--sahi-max`` px: it decodes the whole image into memory):
+
+- ``freightwatch``: ``detect_scene`` (fp32), ``freightwatch-bf16``: the same with ``precision=bf16``;
+- ``sahi``: ``get_sliced_prediction`` with SAHI's defaults (greedy NMM on IOS 0.5, plus a
+  full-image standard prediction merged in); ``sahi-nms``: SAHI set up like freightwatch's
+  merge (NMS on IoU 0.5, slices only).
+
+Reports seconds, peak RSS (the process's high-water mark, VmHWM), each method's AP50 against the
+true boxes of the scene, and the agreement of the detection sets as AP50 of freightwatch's boxes
+scored against SAHI's as reference.
 
 Usage:
-    python benchmarks/sliced_vs_sahi.py [--weights W] [--sizes 8000,12000,20000] [--sahi-max 12000]
+    python benchmarks/sliced_vs_sahi.py [--weights W] [--sizes 8000,20000] [--sahi-max 12000]
+        [--modes freightwatch,freightwatch-bf16,sahi,sahi-nms]
 Needs the ``bench`` extra (``pip install -e .[bench]``).
 """
 
@@ -22,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
@@ -34,22 +40,41 @@ GSD = 0.5
 
 
 def build_scene(path: Path, size_px: int, seed: int = 0) -> Path:
-    """A size_px x size_px GeoTIFF tiled from a few synthetic sites (written window by window)."""
-    if path.is_file():
+    """A size_px x size_px GeoTIFF tiled from a few synthetic sites (written window by window), with
+    its true boxes beside it (``<scene>.truth.json``: objects wholly inside the scene)."""
+    truth_path = path.with_suffix(".truth.json")
+    if path.is_file() and truth_path.is_file():
         return path
-    sites = [generate_site(SiteConfig(size_m=TILE_M, gsd=GSD, seed=seed + k, activity=0.8)).image for k in range(4)]
-    t = sites[0].shape[0]
+    sites = [generate_site(SiteConfig(size_m=TILE_M, gsd=GSD, seed=seed + k, activity=0.8)) for k in range(4)]
+    t = sites[0].image.shape[0]
     profile = {"driver": "GTiff", "width": size_px, "height": size_px, "count": 3, "dtype": "uint8",
                "crs": "EPSG:32651", "transform": Affine(GSD, 0, 600000, 0, -GSD, 4450000), "tiled": True,
                "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER", "photometric": "RGB"}
     path.parent.mkdir(parents=True, exist_ok=True)
+    truth = []
     with rasterio.open(path, "w", **profile) as dst:
         for r in range(0, size_px, t):
             for c in range(0, size_px, t):
-                img = sites[(r // t + c // t) % 4]
+                site = sites[(r // t + c // t) % 4]
                 h, w = min(t, size_px - r), min(t, size_px - c)
-                dst.write(img[:h, :w].transpose(2, 0, 1), window=Window(c, r, w, h))
+                dst.write(site.image[:h, :w].transpose(2, 0, 1), window=Window(c, r, w, h))
+                for a in site.labels.annotations:
+                    x0, y0, x1, y1 = a.bbox
+                    if x1 <= w and y1 <= h:
+                        truth.append([x0 + c, y0 + r, x1 + c, y1 + r, 1.0, a.cls])
+    truth_path.write_text(json.dumps(truth))
     return path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would carry a parent's peak over fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int, overlap: float, conf: float) -> None:
@@ -58,11 +83,12 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
 
     det = Detector.load(weights)
     t0 = time.perf_counter()
-    if mode == "freightwatch":
+    if mode.startswith("freightwatch"):
         from freightwatch.inference.detect import DetectConfig, detect_scene
 
-        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf),
-                           show_progress=False)
+        precision = "bf16" if mode.endswith("bf16") else "fp32"
+        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf,
+                                                    precision=precision), show_progress=False)
         boxes = [[*a.bbox, a.score, a.cls] for a in res.labels.annotations]
     else:
         import cv2
@@ -72,12 +98,15 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
         model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model=det.yolo, confidence_threshold=conf,
                                                    image_size=slice_size, device="cpu")
         img = cv2.cvtColor(cv2.imread(scene, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        like_ours = {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOU",
+                     "postprocess_match_threshold": 0.5} if mode == "sahi-nms" else {}
         pred = get_sliced_prediction(img, model, slice_height=slice_size, slice_width=slice_size,
-                                     overlap_height_ratio=overlap, overlap_width_ratio=overlap, verbose=0)
+                                     overlap_height_ratio=overlap, overlap_width_ratio=overlap, verbose=0,
+                                     **like_ours)
         boxes = [[*map(float, p.bbox.to_xyxy()), float(p.score.value), p.category.name]
                  for p in pred.object_prediction_list]
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     Path(out).write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb, "boxes": boxes}))
 
 
@@ -126,10 +155,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="8000,20000")
     ap.add_argument("--sahi-max", type=int, default=12000)
     ap.add_argument("--work", type=Path, default=Path("runs/bench/sahi"))
-    ap.add_argument("--slice", type=int, default=640)
+    ap.add_argument("--slice", type=int, default=512)
     ap.add_argument("--overlap", type=float, default=0.2)
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--reuse", action="store_true", help="reuse per-method results already written")
+    ap.add_argument("--modes", default="freightwatch,freightwatch-bf16,sahi,sahi-nms",
+                    help="methods to run (freightwatch, freightwatch-bf16, sahi, sahi-nms)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--scene", default=None)
     ap.add_argument("--out", default=None)
@@ -137,24 +168,45 @@ def main() -> None:
     if a.child:
         _child(a.child, a.scene, a.weights, a.out, a.slice, a.overlap, a.conf)
         return
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    ours_modes = [m for m in modes if m.startswith("freightwatch")]
+    sahi_modes = [m for m in modes if m.startswith("sahi")]
     rows = []
     for size in (int(s) for s in a.sizes.split(",")):
         scene = build_scene(a.work / f"scene_{size}.tif", size)
-        ours = run("freightwatch", scene, a.weights, a.slice, a.overlap, a.conf, a.reuse)
-        row = {"size_px": size, "fw_seconds": ours["seconds"], "fw_peak_rss_mb": ours["peak_rss_mb"],
-               "fw_detections": len(ours["boxes"])}
-        if size <= a.sahi_max:
-            sahi = run("sahi", scene, a.weights, a.slice, a.overlap, a.conf, a.reuse)
-            row.update({"sahi_seconds": sahi["seconds"], "sahi_peak_rss_mb": sahi["peak_rss_mb"],
-                        "sahi_detections": len(sahi["boxes"]), "speedup": sahi["seconds"] / ours["seconds"],
-                        "agreement_ap50": agreement(ours["boxes"], sahi["boxes"], size)})
+        res = {m: run(m, scene, a.weights, a.slice, a.overlap, a.conf, a.reuse)
+               for m in ours_modes + (sahi_modes if size <= a.sahi_max else [])}
+        row: dict = {"size_px": size}
+        for m, r in res.items():
+            row[m] = {"seconds": round(r["seconds"], 2), "peak_rss_mb": round(r["peak_rss_mb"]),
+                      "detections": len(r["boxes"])}
+        truth = json.loads(scene.with_suffix(".truth.json").read_text())
+        row["true_objects"] = len(truth)
+        for m, r in res.items():
+            row[m]["ap50_vs_truth"] = round(agreement(r["boxes"], truth, size), 4)
+        for o in ours_modes:
+            for sm in sahi_modes:
+                if sm in res:
+                    row[f"{o}_vs_{sm}"] = {"speedup": round(res[sm]["seconds"] / res[o]["seconds"], 2),
+                                           "agreement_ap50": round(agreement(res[o]["boxes"], res[sm]["boxes"],
+                                                                             size), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'size':>7} {'fw s':>8} {'fw MB':>8} {'sahi s':>8} {'sahi MB':>8} {'speedup':>8} {'AP50 agr':>9}")
+    print(f"\n{'size':>7} {'method':<18} {'seconds':>8} {'peak MB':>8} {'boxes':>7} {'AP50 vs truth':>14}")
     for r in rows:
-        print(f"{r['size_px']:>7} {r['fw_seconds']:>8.1f} {r['fw_peak_rss_mb']:>8.0f} "
-              f"{r.get('sahi_seconds', np.nan):>8.1f} {r.get('sahi_peak_rss_mb', np.nan):>8.0f} "
-              f"{r.get('speedup', np.nan):>8.2f} {r.get('agreement_ap50', np.nan):>9.3f}")
+        for m in modes:
+            if m in r:
+                print(f"{r['size_px']:>7} {m:<18} {r[m]['seconds']:>8.1f} {r[m]['peak_rss_mb']:>8.0f} "
+                      f"{r[m]['detections']:>7} {r[m]['ap50_vs_truth']:>14.3f}")
+    print(f"\n{'size':>7} {'ours':<18} {'SAHI':<10} {'speedup':>8} {'AP50 agreement':>15}")
+    for r in rows:
+        for o in ours_modes:
+            for sm in sahi_modes:
+                k = f"{o}_vs_{sm}"
+                if k in r:
+                    print(f"{r['size_px']:>7} {o:<18} {sm:<10} {r[k]['speedup']:>8.2f} {r[k]['agreement_ap50']:>15.3f}")
+    a.work.mkdir(parents=True, exist_ok=True)
+    (a.work / "results.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

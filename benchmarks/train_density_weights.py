@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
     ap.add_argument("--pretrained", default="auto",
                     help="MobileNetV2 ImageNet features (safetensors), 'none', or 'auto' (../shared if present)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from these density weights (a fresh one-cycle schedule) instead of a new network")
     ap.add_argument("--tta", action="store_true", help="calibrate (and so run) with 8-fold test-time augmentation")
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/train/density.safetensors")
     ap.add_argument("--bundle", action="store_true", help="copy the results into freightwatch/weights/")
@@ -111,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     train_dir = out / "train"
     if not args.skip_train:
         print(f"[2/4] training {args.epochs} x {args.steps} steps of {args.batch} x {args.crop}^2 "
-              f"(encoder init: {pretrained or 'scratch'})", flush=True)
+              f"(init: {args.init or pretrained or 'scratch'})", flush=True)
         cfg = DensityTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch=args.batch, crop=args.crop,
-                                 lr=args.lr, seed=args.seed, threads=args.threads, pretrained=pretrained)
+                                 lr=args.lr, seed=args.seed, threads=args.threads,
+                                 pretrained=None if args.init else pretrained, init=args.init)
         train_density(scenes, train_dir, cfg)
     model = DensityModel.load(train_dir / "density.safetensors")
     # With --skip-train, report the time the reused training took.

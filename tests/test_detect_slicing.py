@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -176,3 +177,67 @@ def test_card_count_thresholds_apply_per_class_unless_conf_given(tmp_path):
     assert [a.cls for a in res.labels.annotations] == ["boat"]  # the truck's 0.9 is below its 0.95
     res = detect_scene(scene, det, DetectConfig(overlap=16, conf=0.3))
     assert sorted(a.cls for a in res.labels.annotations) == ["boat", "truck"]
+
+
+def test_scene_is_scanned_under_a_bounded_gdal_cache(tmp_path, monkeypatch):
+    import rasterio.env
+
+    from freightwatch.datasets import raster
+
+    seen: list[str | None] = []
+    orig = raster.Scene.read_rgb
+
+    def spy(self, window):
+        seen.append(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+        return orig(self, window)
+
+    monkeypatch.setattr(raster.Scene, "read_rgb", spy)
+    scene = _scene(tmp_path, [("truck", (40, 10, 70, 16))])
+    detect_scene(scene, BlobDetector(), DetectConfig(overlap=32, gdal_cache_mb=32))
+    assert seen and all(int(v) == 32 * 2**20 for v in seen)
+
+
+_SCAN = """
+import sys
+from freightwatch.datasets.raster import Scene, bounded_gdal_cache
+from freightwatch.datasets.tiling import tile_windows
+def peak_mb():  # VmHWM: ru_maxrss would carry the parent's peak across fork + exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+cap = None if sys.argv[2] == "none" else int(sys.argv[2])
+with bounded_gdal_cache(cap), Scene(sys.argv[1]) as s:
+    s.read_rgb(tile_windows(s.info.width, s.info.height, 256, 32)[0])
+    before = peak_mb()
+    for w in tile_windows(s.info.width, s.info.height, 256, 32):
+        s.read_rgb(w)
+print(peak_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc for peak memory")
+def test_scan_memory_does_not_grow_with_the_scene(tmp_path):
+    """A full window-by-window scan of a 108 MB (decoded) compressed scene stays within the GDAL
+    cap; GDAL's default cache (5 % of RAM) keeps every decoded block."""
+    import subprocess
+    import sys
+
+    import rasterio
+
+    n = 6000
+    path = tmp_path / "big.tif"
+    profile = {"driver": "GTiff", "width": n, "height": n, "count": 3, "dtype": "uint8", "crs": "EPSG:32651",
+               "transform": TRANSFORM, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    band = np.broadcast_to((np.arange(n, dtype=np.uint16) % 251).astype(np.uint8), (3, 1000, n))
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, n, 1000):  # compressed blocks: the cache holds them decoded, 108 MB in all
+            dst.write(band, window=((r, r + 1000), (0, n)))
+
+    def growth(cap: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _SCAN, str(path), cap], capture_output=True, text=True,
+                             check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    g16, gnone = growth("16"), growth("none")
+    assert g16 < 50  # MB: cap plus a few windows
+    assert gnone > 90  # the unbounded cache holds most of the scene (shows the test can fail)

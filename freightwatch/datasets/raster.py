@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -396,6 +398,28 @@ class Scene:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+DEFAULT_GDAL_CACHE_MB = 128
+"""GDAL block cache used while scanning a scene (see :func:`bounded_gdal_cache`)."""
+
+
+@contextmanager
+def bounded_gdal_cache(mb: int | None = DEFAULT_GDAL_CACHE_MB) -> Iterator[None]:
+    """Cap GDAL's block cache at ``mb`` MB inside the block (``None``: leave GDAL's setting).
+
+    GDAL's default cache is 5 % of RAM (1.2 GB on a 24 GB machine) and a window-by-window scan
+    fills it with blocks it will never read again, so a scan's memory would grow with the scene
+    up to that size. Sliced reads revisit a block only for the overlap with the next row of
+    slices, so a cache of a few slice rows costs little time.
+    """
+    if mb is None:
+        yield
+        return
+    if mb < 1:
+        raise ValueError(f"GDAL cache must be at least 1 MB, got {mb}")
+    with rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20):
+        yield
 
 
 def _open(path: Path) -> rasterio.DatasetReader:

@@ -63,6 +63,13 @@ class DetectorRecipe:
     finetune_epochs: int = 30
     """Second stage: epochs continuing from the first stage's last checkpoint (fresh warm-up and
     learning-rate schedule; more steps at a useful rate than one long schedule gives on a CPU)."""
+    boat_sites: int = 60
+    """Third stage: further training sites (next seeds of :data:`TRAIN_SEEDS`) whose chips holding
+    a boat are added to the training chips. Boats are ~3 % of the objects of a site, and the
+    small ones were the detector's misses."""
+    boat_epochs: int = 0
+    """Third stage epochs (0: no third stage), from the second stage's weights at ``boat_lr0``."""
+    boat_lr0: float = 5e-4
 
 
 def _detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, list[Any], Any]]:
@@ -162,13 +169,52 @@ def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], c
                         "sites": [d.name for d in site_dirs], "per_zone": per_zone, "seconds": time.time() - t0})
 
 
+def boat_chip_dataset(work_dir: str | Path, base: str | Path, recipe: DetectorRecipe) -> tuple[Path, dict[str, Any]]:
+    """The third stage's data: ``base`` (a chip dataset) plus chips holding a boat from further sites.
+
+    Returns the mixed ``data.yaml`` and a summary (images and boxes per part).
+    """
+    from freightwatch.datasets.chips import export_chips
+    from freightwatch.datasets.formats.coco import read_coco
+    from freightwatch.training.mixing import MixPart, label_path, list_images, mix_yolo
+
+    work, base = Path(work_dir), Path(base)
+    first = recipe.n_train + recipe.n_val
+    sites = synth_sites(work / "boat_sites", list(TRAIN_SEEDS)[first: first + recipe.boat_sites],
+                        gsd=recipe.gsd, size_m=recipe.size_m)
+    chips = work / "boat_chips"
+    if not (chips / "images" / "train").is_dir():
+        pairs = []
+        for d in sites:
+            im = read_coco(d / "labels.json").images[0]
+            im.scene_id = im.scene_id or d.name
+            pairs.append((d / "scene.tif", im))
+        export_chips(pairs, chips, ChipConfig(size=recipe.imgsz, overlap=0.2, keep_empty=0.0,
+                                              fractions=(1.0, 0.0, 0.0), seed=recipe.seed))
+    boat = str(CLASSES.index("boat"))
+
+    def has_boat(im: Path) -> bool:
+        lp = label_path(im)
+        return lp.is_file() and any(ln.split()[:1] == [boat] for ln in lp.read_text().splitlines())
+
+    with_boats = [p for p in list_images(chips / "images" / "train") if has_boat(p)]
+    ident = dict(enumerate(CLASSES))
+    return mix_yolo(work / "mix3", [
+        MixPart("syn", list_images(base / "images" / "train"), "train", ident),
+        MixPart("boats", with_boats, "train", ident),
+        MixPart("synval", list_images(base / "images" / "val"), "val", ident),
+    ])
+
+
 def train_bundled_detector(
-    work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None, reuse_stage1: bool = False
+    work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None, reuse_stage1: bool = False,
+    reuse_stage2: bool = False,
 ) -> dict[str, Any]:
     """Generate sites, train, evaluate on held-out sites, copy weights to ``dest``; return the report.
 
     With ``reuse_stage1`` a first stage already finished in ``work_dir/run`` is kept and only the
-    second stage (``recipe.finetune_epochs``) runs.
+    second stage (``recipe.finetune_epochs``) runs; ``reuse_stage2`` also keeps ``work_dir/run2``
+    and runs only the boat stage (``recipe.boat_epochs``).
     """
     import shutil
 
@@ -194,22 +240,45 @@ def train_bundled_detector(
         (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
     t0 = time.time()
     stage1 = work / "run"
-    if reuse_stage1 and (stage1 / "detector.safetensors").is_file():
+    if (reuse_stage1 or reuse_stage2) and (stage1 / "detector.safetensors").is_file():
         from freightwatch.training.detector import DetectorTrainResult
 
         res = DetectorTrainResult(weights=stage1 / "detector.safetensors", card=stage1 / "detector.json",
                                   metrics=stage1 / "metrics.json", run_dir=stage1 / "ultralytics")
     else:
         res = train_detector(chosen, stage1, cfg)
-    if r.finetune_epochs > 0:
+    stages: list[dict[str, Any]] = [{"epochs": r.epochs, "from": r.model}]
+    if reuse_stage2 and (work / "run2" / "detector.safetensors").is_file():
+        from freightwatch.training.detector import DetectorTrainResult
+
+        s2 = work / "run2"
+        res = DetectorTrainResult(weights=s2 / "detector.safetensors", card=s2 / "detector.json",
+                                  metrics=s2 / "metrics.json", run_dir=s2 / "ultralytics")
+        stages.append({"epochs": r.finetune_epochs, "from": "stage 1 last checkpoint"})
+    elif r.finetune_epochs > 0:
         cfg2 = replace(cfg, weights=res.run_dir / "weights" / "last.pt", epochs=r.finetune_epochs)
         res = train_detector(chosen, work / "run2", cfg2)
         from freightwatch.models.detector import DetectorCard
 
         card = DetectorCard.load(res.card)
         card.base_weights = f"recipe stage 1 ({r.epochs} epochs from {r.model}, same data)"
-        card.extra["recipe"] = {"stages": [{"epochs": r.epochs, "from": r.model},
-                                           {"epochs": r.finetune_epochs, "from": "stage 1 last checkpoint"}]}
+        stages.append({"epochs": r.finetune_epochs, "from": "stage 1 last checkpoint"})
+        card.extra["recipe"] = {"stages": stages}
+        card.save(res.card)
+    if r.boat_epochs > 0:
+        from freightwatch.models.detector import DetectorCard
+
+        data3, mix = boat_chip_dataset(work, stage1 / "dataset", r)
+        log.info("boat stage data: %s", mix)
+        cfg3 = replace(cfg, weights=res.weights, epochs=r.boat_epochs,
+                       extra={"optimizer": "AdamW", "lr0": r.boat_lr0, "warmup_epochs": 1})
+        res = train_detector(data3, work / "run3", cfg3)
+        card = DetectorCard.load(res.card)
+        stages.append({"epochs": r.boat_epochs, "from": "stage 2 weights",
+                       "data": f"stage 1 chips + chips holding a boat from {r.boat_sites} further sites",
+                       "mix": mix, "lr0": r.boat_lr0})
+        card.base_weights = "recipe stage 2"
+        card.extra["recipe"] = {"stages": stages}
         card.save(res.card)
     train_s = time.time() - t0
     count_conf = calibrate_count_thresholds(res.weights, calib_sites) if calib_sites else {}

@@ -1,0 +1,53 @@
+"""The CPU fast path of ``Detector.predict`` gives ultralytics' predictor's boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from freightwatch.datasets.synthetic import SiteConfig, generate_site
+from freightwatch.models.detector import Detector
+
+
+@pytest.fixture(scope="module")
+def det_and_chips():
+    det = Detector.load("bundled")
+    site = generate_site(SiteConfig(size_m=400, gsd=0.5, seed=4242, activity=0.9))
+    s = det.card.imgsz
+    chips = [np.ascontiguousarray(site.image[r: r + s, c: c + s]) for r, c in ((0, 0), (200, 288), (288, 100))]
+    return det, chips
+
+
+def _ultralytics(det, chips, conf):
+    bgr = [np.ascontiguousarray(c[..., ::-1]) for c in chips]
+    res = det.yolo.predict(bgr, conf=conf, iou=0.5, imgsz=det.card.imgsz, max_det=2000, verbose=False,
+                           device="cpu", batch=len(bgr))
+    return [sorted((*map(float, b.xyxy[0]), float(b.conf[0]), int(b.cls[0])) for b in r.boxes) for r in res]
+
+
+def test_direct_cpu_path_matches_the_ultralytics_predictor(det_and_chips):
+    det, chips = det_and_chips
+    ref = _ultralytics(det, chips, conf=0.2)
+    got = det.predict(chips, conf=0.2, iou=0.5, device="cpu")
+    assert sum(len(r) for r in ref) > 20  # a busy site: the comparison means something
+    for r, g in zip(ref, got, strict=True):
+        g = sorted((*a.bbox, a.score, ["truck", "railcar", "boat"].index(a.cls)) for a in g)
+        assert len(g) == len(r)
+        np.testing.assert_allclose(np.array(g), np.array(r), atol=1e-2)
+
+
+def test_bf16_keeps_nearly_all_boxes_and_bad_precision_is_refused(det_and_chips):
+    det, chips = det_and_chips
+    fp32 = det.predict(chips, conf=0.3, device="cpu")
+    bf16 = det.predict(chips, conf=0.3, device="cpu", precision="bf16")
+    n32, n16 = sum(map(len, fp32)), sum(map(len, bf16))
+    assert abs(n32 - n16) <= max(2, 0.1 * n32)
+    with pytest.raises(ValueError, match="precision"):
+        det.predict(chips, precision="int4")
+
+
+def test_other_sizes_go_through_the_predictor(det_and_chips):
+    det, chips = det_and_chips
+    small = [c[:300, :200] for c in chips]
+    got = det.predict(small, conf=0.2, device="cpu")
+    assert len(got) == 3 and all(a.bbox[2] <= 200 + 1 and a.bbox[3] <= 300 + 1 for g in got for a in g)
