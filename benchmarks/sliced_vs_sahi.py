@@ -6,8 +6,9 @@ building them needs little memory), then for each scene size runs each method in
 
 - ``freightwatch``: ``detect_scene`` (fp32), ``freightwatch-bf16``: the same with ``precision=bf16``;
 - ``sahi``: ``get_sliced_prediction`` with SAHI's defaults (greedy NMM on IOS 0.5, plus a
-  full-image standard prediction merged in); ``sahi-nms``: SAHI set up like freightwatch's
-  merge (NMS on IoU 0.5, slices only).
+  full-image standard prediction merged in); ``sahi-nms``: NMS on IoU 0.5, slices only;
+  ``sahi-ios``: NMS on intersection-over-smaller 0.7, slices only (suppresses partial views
+  inside whole ones, as freightwatch's merge does).
 
 Reports seconds, peak RSS (the process's high-water mark, VmHWM), each method's AP50 against the
 true boxes of the scene, and the agreement of the detection sets as AP50 of freightwatch's boxes
@@ -98,8 +99,12 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
         model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model=det.yolo, confidence_threshold=conf,
                                                    image_size=slice_size, device="cpu")
         img = cv2.cvtColor(cv2.imread(scene, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        like_ours = {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOU",
-                     "postprocess_match_threshold": 0.5} if mode == "sahi-nms" else {}
+        like_ours = {
+            "sahi-nms": {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOU",
+                         "postprocess_match_threshold": 0.5},
+            "sahi-ios": {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOS",
+                         "postprocess_match_threshold": 0.7},
+        }.get(mode, {})
         pred = get_sliced_prediction(img, model, slice_height=slice_size, slice_width=slice_size,
                                      overlap_height_ratio=overlap, overlap_width_ratio=overlap, verbose=0,
                                      **like_ours)
@@ -159,8 +164,8 @@ def main() -> None:
     ap.add_argument("--overlap", type=float, default=0.2)
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--reuse", action="store_true", help="reuse per-method results already written")
-    ap.add_argument("--modes", default="freightwatch,freightwatch-bf16,sahi,sahi-nms",
-                    help="methods to run (freightwatch, freightwatch-bf16, sahi, sahi-nms)")
+    ap.add_argument("--modes", default="freightwatch,freightwatch-bf16,sahi,sahi-nms,sahi-ios",
+                    help="methods to run (freightwatch, freightwatch-bf16, sahi, sahi-nms, sahi-ios)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--scene", default=None)
     ap.add_argument("--out", default=None)
