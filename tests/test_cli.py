@@ -92,3 +92,20 @@ def test_convert_reports_malformed_line_with_file_and_line(tmp_path):
     assert res.returncode == 2 and "a.txt:3" in res.stderr
     res = run_cli("convert", str(d), "--from", "dota", "--to", "coco", "--out", str(tmp_path / "c.json"), "--lenient")
     assert res.returncode == 0 and "skipped" in res.stderr
+
+
+def test_detect_refuses_an_unknown_precision(raster_factory, capsys):
+    p = raster_factory(size=(40, 30))
+    try:
+        main(["detect", str(p), "--precision", "int4"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    assert "precision" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2_without_traceback():
+    res = run_cli("detect")  # the scene argument is missing
+    assert res.returncode == 2
+    assert "Missing argument" in res.stderr and "Traceback" not in res.stderr
