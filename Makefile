@@ -29,11 +29,14 @@ test: $(STAMP)
 weights: $(STAMP)
 	$(BIN)/python benchmarks/train_detector_weights.py
 	$(BIN)/python benchmarks/train_density_weights.py
-	# density stage 2: 16 more epochs from stage 1 on twice the training sites (calibrated and evaluated again)
+	# density stages 2 and 3: 16 more epochs each from the previous stage on more training sites,
+	# lower peak learning rate (each stage is calibrated and evaluated again)
 	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-cont --data runs/density-weights/data \
 	   --train-seeds 1000:1080 --epochs 16 --lr 1.5e-3 --init runs/density-weights/density.safetensors
-	cp runs/density-cont/density.safetensors runs/density-cont/density.json \
-	   runs/density-cont/density_accuracy.json freightwatch/weights/
+	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-s3 --data runs/density-weights/data \
+	   --train-seeds 1000:1120 --epochs 16 --lr 1e-3 --init runs/density-cont/density.safetensors
+	cp runs/density-s3/density.safetensors runs/density-s3/density.json \
+	   runs/density-s3/density_accuracy.json freightwatch/weights/
 	# real-transfer detector: needs the real ship tiles in ../shared (development only)
 	@if [ -d ../shared/data/ships-google-earth ]; then \
 	  $(BIN)/python benchmarks/train_real_detector.py --out runs/real/det \
