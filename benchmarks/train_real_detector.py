@@ -83,28 +83,25 @@ def tile_count_threshold(weights: Path, images: list[Path], cls: str = "boat", d
     return chosen, err
 
 
-def _synthetic_class_errors(weights: Path, sites: list[Path], cls: str, grid: list[float]) -> dict[float, float]:
-    """sum |pred - true| over (site, zone) of ``cls`` at each threshold, on synthetic sites."""
-    from freightwatch.models.detector import Detector
-    from freightwatch.training.recipes import _detect_sites, _zone_errors
-
-    runs = _detect_sites(Detector.load(weights), sites)
-    return {t: float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {cls: t}) if r["class"] == cls))
-            for t in grid}
-
-
 def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dict:
     """Counting thresholds (trucks/railcars on synthetic calibration sites, boats on the real dev
     tiles) into the card, then accuracy on the held-out synthetic test sites."""
-    from freightwatch.training.recipes import calibrate_count_thresholds, evaluate_detector_on_sites
+    from freightwatch.models.detector import Detector
+    from freightwatch.training.recipes import (
+        _detect_sites,
+        calibrate_count_thresholds,
+        class_count_errors,
+        evaluate_detector_on_sites,
+    )
 
     calib = sorted((synthetic_work / "calib_sites").glob("site_*"))
     test = sorted((synthetic_work / "test_sites").glob("site_*"))
-    thr = calibrate_count_thresholds(weights, calib, write=False)
+    runs = _detect_sites(Detector.load(weights), calib)  # once, for every class and threshold below
+    thr = calibrate_count_thresholds(weights, calib, write=False, runs=runs)
     _, boat_err = tile_count_threshold(weights, dev_images)
     # Boats have two calibration sets: synthetic sites and real dev tiles. The threshold minimises
     # the mean of the two relative errors (each against its value at 0.25), same 10 % rule.
-    syn_err = _synthetic_class_errors(weights, calib, "boat", sorted(boat_err))
+    syn_err = class_count_errors(runs, "boat", sorted(boat_err))
     joint = {t: 0.5 * (boat_err[t] / max(boat_err[0.25], 1) + syn_err[t] / max(syn_err[0.25], 1)) for t in boat_err}
     best = min(joint, key=lambda t: (joint[t], t))
     thr["boat"] = best if joint[best] <= 0.9 * joint[0.25] else 0.25

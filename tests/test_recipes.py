@@ -47,3 +47,22 @@ def test_calibrated_thresholds_minimise_zone_count_error(monkeypatch, tmp_path):
 def test_recipe_seed_ranges_are_disjoint():
     ranges = [set(recipes.TRAIN_SEEDS), set(recipes.TEST_SEEDS), set(recipes.CALIB_SEEDS)]
     assert all(not (a & b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
+
+
+def test_precomputed_runs_skip_detection_and_give_the_same_thresholds(monkeypatch, tmp_path):
+    zone = Zone("lot", "lot", box(0, 0, 100, 100))
+    truth = _labels([("truck", 10 * k, 10, None) for k in range(6)])
+    pred = _labels([("truck", 10 * k, 10, 0.8) for k in range(6)] + [("truck", 10 * k, 80, 0.4) for k in range(3)])
+    runs = [(Path("site_a"), truth, [zone], pred)]
+
+    class FakeDetector:
+        card = DetectorCard()
+
+    def no_detection(det, sites):
+        raise AssertionError("sites detected again")
+
+    monkeypatch.setattr(recipes, "_detect_sites", no_detection)
+    monkeypatch.setattr("freightwatch.models.detector.Detector.load", staticmethod(lambda w: FakeDetector()))
+    best = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False, runs=runs)
+    assert 0.4 < best["truck"] <= 0.8
+    assert recipes.class_count_errors(runs, "truck", [0.25, 0.5, 0.9]) == {0.25: 3.0, 0.5: 0.0, 0.9: 6.0}

@@ -67,13 +67,13 @@ def detect_cmd(
 ) -> None:
     """Detect trucks, railcars and boats in a scene; write GeoJSON, counts per zone and an overlay PNG."""
     from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
-    from freightwatch.models.detector import Detector
+    from freightwatch.models.detector import PRECISIONS, Detector
 
+    if precision not in PRECISIONS:  # before loading any weights
+        raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
                        dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device,
                        precision=precision)
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter(f"--precision must be fp32 or bf16, not {precision!r}")
     detector = Detector.load(weights)
     result = detect_scene(scene, detector, cfg, zones)
     files = write_detections(result, scene, out, bands=cfg.bands)

@@ -36,13 +36,17 @@ def bundled_detector(name: str = "bundled") -> Path:
     return BUNDLED_DIR / BUNDLED_DETECTORS[name]
 
 
+PRECISIONS = ("fp32", "bf16")
+"""Forward-pass precisions :meth:`Detector.predict` accepts."""
+
+
 def _on_cpu(device: str | None) -> bool:
     """Whether predictions for ``device`` (``None``: ultralytics' automatic choice) run on the CPU."""
     if device is not None:
         return str(device).lower() == "cpu"
     import torch
 
-    return not torch.cuda.is_available() and not (torch.backends.mps.is_available())
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -142,6 +146,8 @@ class Detector:
     def __init__(self, yolo: Any, card: DetectorCard) -> None:
         self.yolo = yolo
         self.card = card
+        self._fused: Any = None  # the CPU fast path's fused copy of yolo.model (built on first use)
+        self._fused_src: Any = None
         names = yolo.model.names
         self._cls_of: dict[int, str | None] = {}
         mapping = ClassMapping.builtin()
@@ -287,8 +293,8 @@ class Detector:
         """
         if not images:
             return []
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         size = imgsz or self.card.imgsz
         if _on_cpu(device) and size % 32 == 0 and all(im.shape[:2] == (size, size) for im in images):
             dets = self._predict_direct(images, conf, iou, max_det, precision)
@@ -331,8 +337,8 @@ class Detector:
 
     def _fused_cpu_net(self) -> Any:
         """The network with conv+BN fused, in eval mode and channels-last (built once, on first use)."""
-        net = getattr(self, "_fused", None)
-        if net is None or getattr(self, "_fused_src", None) is not self.yolo.model:
+        net = self._fused
+        if net is None or self._fused_src is not self.yolo.model:
             import copy
 
             import torch

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from freightwatch._progress import progress
+from freightwatch.datasets.annotations import ImageLabels
 from freightwatch.datasets.chips import ChipConfig, export_chips
 from freightwatch.errors import FreightwatchError, InputFileError
 from freightwatch.models import ultralytics_env
@@ -107,6 +109,18 @@ def _is_scene_dir(p: Path) -> bool:
     return (p / "scene.tif").is_file() and (p / "labels.json").is_file()
 
 
+def scene_folder_pairs(scene_dirs: Sequence[Path]) -> list[tuple[Path, ImageLabels]]:
+    """``(scene.tif, labels)`` per scene folder, the folder's name as scene id when the labels have none."""
+    from freightwatch.datasets.formats.coco import read_coco
+
+    pairs = []
+    for d in scene_dirs:
+        im = read_coco(d / "labels.json").images[0]
+        im.scene_id = im.scene_id or d.name
+        pairs.append((d / "scene.tif", im))
+    return pairs
+
+
 def prepare_dataset(data: str | Path, work_dir: Path, chip: ChipConfig) -> tuple[Path, str, float | None]:
     """Turn any supported training input into an ultralytics ``data.yaml``.
 
@@ -140,12 +154,7 @@ def prepare_dataset(data: str | Path, work_dir: Path, chip: ChipConfig) -> tuple
         scene_dirs = sorted(p for p in [data, *data.iterdir()] if p.is_dir() and _is_scene_dir(p))
         if not scene_dirs:
             raise InputFileError(data, "no data.yaml, COCO JSON or scene folders (scene.tif + labels.json) found")
-        pairs = []
-        for d in scene_dirs:
-            ls = read_coco(d / "labels.json")
-            im = ls.images[0]
-            im.scene_id = im.scene_id or d.name
-            pairs.append((d / "scene.tif", im))
+        pairs = scene_folder_pairs(scene_dirs)
         gsds = [im.gsd for _, im in pairs if im.gsd]
         try:
             res = export_chips(pairs, work_dir / "dataset", chip)

@@ -109,9 +109,21 @@ def _zone_errors(runs: Sequence[tuple[Path, Any, list[Any], Any]], thresholds: d
     return rows
 
 
+def class_count_errors(runs: Sequence[tuple[Path, Any, list[Any], Any]], cls: str,
+                       grid: Sequence[float]) -> dict[float, float]:
+    """``sum |pred - true|`` over the (site, zone) counts of ``cls`` at each score threshold.
+
+    ``runs`` come from detecting once at a low threshold (:func:`_detect_sites`), so a whole grid
+    of thresholds costs no further detection.
+    """
+    return {t: float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {cls: t}) if r["class"] == cls))
+            for t in grid}
+
+
 def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
                                grid: Sequence[float] | None = None, write: bool = True,
-                               default: float = 0.25, min_gain: float = 0.1) -> dict[str, float]:
+                               default: float = 0.25, min_gain: float = 0.1,
+                               runs: Sequence[tuple[Path, Any, list[Any], Any]] | None = None) -> dict[str, float]:
     """Per-class score thresholds that minimise the zone count error on calibration sites.
 
     Counting wants the threshold where misses and false alarms cancel, which is not the
@@ -119,22 +131,22 @@ def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
     keeps ``default`` unless another threshold cuts its calibration error by at least
     ``min_gain`` (a fraction): a few sites make the error curve noisy, and a low threshold that
     wins there by a little can double-count elsewhere. With ``write`` the thresholds go into the
-    model card (``count_conf``), which ``freightwatch detect`` uses by default.
+    model card (``count_conf``), which ``freightwatch detect`` uses by default. ``runs`` (from
+    :func:`_detect_sites` on ``site_dirs``) skips detecting the sites again.
     """
     from freightwatch.models.detector import Detector
 
     det = Detector.load(weights)
-    runs = _detect_sites(det, site_dirs)
+    if runs is None:
+        runs = _detect_sites(det, site_dirs)
     grid = list(grid) if grid is not None else [round(float(t), 3) for t in np.arange(0.15, 0.601, 0.025)]
-
-    def error(c: str, t: float) -> float:
-        return float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {c: t}) if r["class"] == c))
 
     best: dict[str, float] = {}
     for c in CLASSES:
-        errs = [error(c, t) for t in grid]
+        err = class_count_errors(runs, c, [*grid, default])
+        errs = [err[t] for t in grid]
         k = int(np.argmin(errs))  # first minimum: the lowest threshold among ties
-        base = error(c, default)
+        base = err[default]
         best[c] = grid[k] if errs[k] < base and errs[k] <= (1 - min_gain) * base else default
         log.info("count threshold %s: %.3f (calibration error %.0f vs %.0f at %.2f)",
                  c, best[c], errs[k], base, default)
@@ -178,7 +190,7 @@ def boat_chip_dataset(work_dir: str | Path, base: str | Path, recipe: DetectorRe
     Returns the mixed ``data.yaml`` and a summary (images and boxes per part).
     """
     from freightwatch.datasets.chips import export_chips
-    from freightwatch.datasets.formats.coco import read_coco
+    from freightwatch.training.detector import scene_folder_pairs
     from freightwatch.training.mixing import MixPart, label_path, list_images, mix_yolo
 
     work, base = Path(work_dir), Path(base)
@@ -187,12 +199,7 @@ def boat_chip_dataset(work_dir: str | Path, base: str | Path, recipe: DetectorRe
                         gsd=recipe.gsd, size_m=recipe.size_m)
     chips = work / "boat_chips"
     if not (chips / "images" / "train").is_dir():
-        pairs = []
-        for d in sites:
-            im = read_coco(d / "labels.json").images[0]
-            im.scene_id = im.scene_id or d.name
-            pairs.append((d / "scene.tif", im))
-        export_chips(pairs, chips, ChipConfig(size=recipe.imgsz, overlap=0.2, keep_empty=0.0,
+        export_chips(scene_folder_pairs(sites), chips, ChipConfig(size=recipe.imgsz, overlap=0.2, keep_empty=0.0,
                                               fractions=(1.0, 0.0, 0.0), seed=recipe.seed))
     boat = str(CLASSES.index("boat"))
 
@@ -209,6 +216,16 @@ def boat_chip_dataset(work_dir: str | Path, base: str | Path, recipe: DetectorRe
     ])
 
 
+def _finished_run(run_dir: Path) -> Any:
+    """The :class:`DetectorTrainResult` of a stage already trained in ``run_dir``, else ``None``."""
+    from freightwatch.training.detector import DetectorTrainResult
+
+    if not (run_dir / "detector.safetensors").is_file():
+        return None
+    return DetectorTrainResult(weights=run_dir / "detector.safetensors", card=run_dir / "detector.json",
+                               metrics=run_dir / "metrics.json", run_dir=run_dir / "ultralytics")
+
+
 def train_bundled_detector(
     work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None, reuse_stage1: bool = False,
     reuse_stage2: bool = False,
@@ -221,6 +238,7 @@ def train_bundled_detector(
     """
     import shutil
 
+    from freightwatch.models.detector import DetectorCard
     from freightwatch.training.detector import DetectorTrainConfig, train_detector
 
     r = recipe or DetectorRecipe()
@@ -243,34 +261,22 @@ def train_bundled_detector(
         (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
     t0 = time.time()
     stage1 = work / "run"
-    if (reuse_stage1 or reuse_stage2) and (stage1 / "detector.safetensors").is_file():
-        from freightwatch.training.detector import DetectorTrainResult
-
-        res = DetectorTrainResult(weights=stage1 / "detector.safetensors", card=stage1 / "detector.json",
-                                  metrics=stage1 / "metrics.json", run_dir=stage1 / "ultralytics")
-    else:
-        res = train_detector(chosen, stage1, cfg)
+    res = _finished_run(stage1) if reuse_stage1 or reuse_stage2 else None
+    res = res or train_detector(chosen, stage1, cfg)
     stages: list[dict[str, Any]] = [{"epochs": r.epochs, "from": r.model}]
-    if reuse_stage2 and (work / "run2" / "detector.safetensors").is_file():
-        from freightwatch.training.detector import DetectorTrainResult
-
-        s2 = work / "run2"
-        res = DetectorTrainResult(weights=s2 / "detector.safetensors", card=s2 / "detector.json",
-                                  metrics=s2 / "metrics.json", run_dir=s2 / "ultralytics")
+    reused2 = _finished_run(work / "run2") if reuse_stage2 else None
+    if reused2 is not None:
+        res = reused2
         stages.append({"epochs": r.finetune_epochs, "from": "stage 1 last checkpoint"})
     elif r.finetune_epochs > 0:
         cfg2 = replace(cfg, weights=res.run_dir / "weights" / "last.pt", epochs=r.finetune_epochs)
         res = train_detector(chosen, work / "run2", cfg2)
-        from freightwatch.models.detector import DetectorCard
-
         card = DetectorCard.load(res.card)
         card.base_weights = f"recipe stage 1 ({r.epochs} epochs from {r.model}, same data)"
         stages.append({"epochs": r.finetune_epochs, "from": "stage 1 last checkpoint"})
         card.extra["recipe"] = {"stages": stages}
         card.save(res.card)
     if r.boat_epochs > 0:
-        from freightwatch.models.detector import DetectorCard
-
         data3, mix = boat_chip_dataset(work, stage1 / "dataset", r)
         log.info("boat stage data: %s", mix)
         cfg3 = replace(cfg, weights=res.weights, epochs=r.boat_epochs,
