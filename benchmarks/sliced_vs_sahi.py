@@ -5,18 +5,22 @@ building them needs little memory), then for each scene size runs each method in
 (SAHI only up to ``--sahi-max`` px: it decodes the whole image into memory):
 
 - ``freightwatch``: ``detect_scene`` (fp32), ``freightwatch-bf16``: the same with ``precision=bf16``;
+  ``freightwatch-nms`` / ``freightwatch-nms-bf16``: with ``merge="nms-ios"`` (plain NMS on
+  intersection-over-smaller 0.7, SAHI's ``NMS`` postprocess) instead of the partial-view merge;
 - ``sahi``: ``get_sliced_prediction`` with SAHI's defaults (greedy NMM on IOS 0.5, plus a
   full-image standard prediction merged in); ``sahi-nms``: NMS on IoU 0.5, slices only;
   ``sahi-ios``: NMS on intersection-over-smaller 0.7, slices only (suppresses partial views
-  inside whole ones, as freightwatch's merge does).
+  inside whole ones, as freightwatch's merge does). A ``-b8`` suffix (``sahi-ios-b8``) sends SAHI's
+  slices in batches of 8 as freightwatch does (SAHI's default is one at a time).
 
-Reports seconds, peak RSS (the process's high-water mark, VmHWM), each method's AP50 against the
-true boxes of the scene, and the agreement of the detection sets as AP50 of freightwatch's boxes
-scored against SAHI's as reference.
+Every method runs the same per-slice NMS (IoU 0.5, up to 2000 boxes per slice: freightwatch's
+defaults, set on the ultralytics model SAHI calls). Reports seconds, peak RSS (the process's
+high-water mark, VmHWM), each method's AP50 against the true boxes of the scene, and the
+agreement of the detection sets as AP50 of freightwatch's boxes scored against SAHI's as reference.
 
 Usage:
     python benchmarks/sliced_vs_sahi.py [--weights W] [--sizes 8000,20000] [--sahi-max 12000]
-        [--modes freightwatch,freightwatch-bf16,sahi,sahi-nms]
+        [--modes freightwatch,freightwatch-bf16,freightwatch-nms,freightwatch-nms-bf16,sahi,sahi-nms,sahi-ios]
 Needs the ``bench`` extra (``pip install -e .[bench]``).
 """
 
@@ -38,6 +42,10 @@ from freightwatch.datasets.synthetic import SiteConfig, generate_site
 
 TILE_M = 1000.0
 GSD = 0.5
+SLICE_IOU = 0.5
+"""Per-slice NMS IoU of every method (freightwatch's default)."""
+SLICE_MAX_DET = 2000
+"""Per-slice detection cap of every method (freightwatch's default)."""
 
 
 def build_scene(path: Path, size_px: int, seed: int = 0) -> Path:
@@ -88,26 +96,32 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
         from freightwatch.inference.detect import DetectConfig, detect_scene
 
         precision = "bf16" if mode.endswith("bf16") else "fp32"
-        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf,
-                                                    precision=precision), show_progress=False)
+        merge = "nms-ios" if "-nms" in mode else "partial"
+        res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf, iou=SLICE_IOU,
+                                                    max_det=SLICE_MAX_DET, precision=precision, merge=merge),
+                           show_progress=False)
         boxes = [[*a.bbox, a.score, a.cls] for a in res.labels.annotations]
     else:
         import cv2
         from sahi import AutoDetectionModel
         from sahi.predict import get_sliced_prediction
 
+        # the per-slice NMS SAHI's ultralytics wrapper leaves to ultralytics' defaults (IoU 0.7, 300
+        # boxes), set as freightwatch's: the engines then differ only in slicing and merging
+        det.yolo.overrides.update(iou=SLICE_IOU, max_det=SLICE_MAX_DET)
         model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model=det.yolo, confidence_threshold=conf,
                                                    image_size=slice_size, device="cpu")
         img = cv2.cvtColor(cv2.imread(scene, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        base = mode.removesuffix("-b8")
         like_ours = {
             "sahi-nms": {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOU",
                          "postprocess_match_threshold": 0.5},
             "sahi-ios": {"perform_standard_pred": False, "postprocess_type": "NMS", "postprocess_match_metric": "IOS",
                          "postprocess_match_threshold": 0.7},
-        }.get(mode, {})
+        }.get(base, {})
         pred = get_sliced_prediction(img, model, slice_height=slice_size, slice_width=slice_size,
                                      overlap_height_ratio=overlap, overlap_width_ratio=overlap, verbose=0,
-                                     **like_ours)
+                                     batch_size=8 if mode.endswith("-b8") else 1, **like_ours)
         boxes = [[*map(float, p.bbox.to_xyxy()), float(p.score.value), p.category.name]
                  for p in pred.object_prediction_list]
     seconds = time.perf_counter() - t0
@@ -164,8 +178,8 @@ def main() -> None:
     ap.add_argument("--overlap", type=float, default=0.2)
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--reuse", action="store_true", help="reuse per-method results already written")
-    ap.add_argument("--modes", default="freightwatch,freightwatch-bf16,sahi,sahi-nms,sahi-ios",
-                    help="methods to run (freightwatch, freightwatch-bf16, sahi, sahi-nms, sahi-ios)")
+    ap.add_argument("--modes", default="freightwatch,freightwatch-bf16,freightwatch-nms,freightwatch-nms-bf16,"
+                    "sahi,sahi-nms,sahi-ios", help="methods to run (see above)")
     ap.add_argument("--child", default=None)
     ap.add_argument("--scene", default=None)
     ap.add_argument("--out", default=None)

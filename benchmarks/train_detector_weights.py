@@ -23,14 +23,15 @@ def main() -> None:
     ap.add_argument("--reuse-stage1", action="store_true", help="keep a finished first stage in WORK/run")
     ap.add_argument("--reuse-stage2", action="store_true",
                     help="keep finished first and second stages (WORK/run, WORK/run2): run the boat stage only")
-    for name in ("n_train", "n_val", "n_test", "epochs", "finetune_epochs", "imgsz", "batch", "seed",
+    for name in ("n_train", "n_val", "n_test", "n_calib", "epochs", "finetune_epochs", "imgsz", "batch", "seed",
                  "boat_sites", "boat_epochs"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(r, name))
     ap.add_argument("--size-m", type=float, default=r.size_m)
     ap.add_argument("--model", default=r.model)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    recipe = DetectorRecipe(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, size_m=args.size_m,
+    recipe = DetectorRecipe(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, n_calib=args.n_calib,
+                            size_m=args.size_m,
                             epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model=args.model, seed=args.seed,
                             finetune_epochs=args.finetune_epochs, boat_sites=args.boat_sites,
                             boat_epochs=args.boat_epochs)

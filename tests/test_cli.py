@@ -105,6 +105,18 @@ def test_detect_refuses_an_unknown_precision(raster_factory, capsys):
     assert "precision" in capsys.readouterr().err
 
 
+def test_detect_refuses_an_unknown_merge(raster_factory, capsys):
+    p = raster_factory(size=(40, 30))
+    try:
+        main(["detect", str(p), "--merge", "wbf"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--merge" in err and "nms-ios" in err
+
+
 def test_usage_errors_exit_2_without_traceback():
     res = run_cli("detect")  # the scene argument is missing
     assert res.returncode == 2

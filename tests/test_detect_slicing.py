@@ -21,7 +21,7 @@ from freightwatch.datasets.annotations import Annotation
 from freightwatch.datasets.geo import Zone, write_geotiff, write_zones
 from freightwatch.errors import RasterError, ZonesError
 from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
-from freightwatch.inference.merge import merge_slice_detections
+from freightwatch.inference.merge import merge_slice_detections, nms_merge
 from freightwatch.models.detector import DetectorCard
 
 GSD = 0.5
@@ -70,6 +70,79 @@ def test_objects_straddling_slice_borders_are_found_exactly_once(tmp_path):
     got = sorted(tuple(round(v) for v in a.bbox) for a in res.labels.annotations)
     assert got == sorted(b for _, b in objects)
     assert max(det.calls) <= 5 and sum(det.calls) > 10  # batched slices, many of them
+
+
+class ScoredBlobDetector(BlobDetector):
+    """Like a trained detector, more confident in a whole view than in a border-cut one."""
+
+    def predict(self, images, **kw):
+        out = super().predict(images, **kw)
+        for anns in out:
+            for a in anns:
+                x0, y0, x1, y1 = a.bbox
+                a.score = 0.5 + 0.4 * min(1.0, (x1 - x0) * (y1 - y0) / 180.0)
+        return out
+
+
+@pytest.mark.parametrize("merge", ["nms-ios", "nms-iou"])
+def test_nms_merges_count_each_straddling_object_once(tmp_path, merge):
+    objects = [("truck", (40, 10, 70, 16)), ("truck", (90, 100, 120, 106)), ("truck", (140, 44, 146, 74)),
+               ("boat", (180, 150, 200, 158)), ("truck", (250, 180, 280, 186))]
+    scene = _scene(tmp_path, objects)
+    # intersection-over-smaller removes a partial view inside the whole one; IoU needs a low threshold
+    cfg = DetectConfig(overlap=32, batch=5, merge=merge, merge_threshold=0.7 if merge == "nms-ios" else 0.1)
+    res = detect_scene(scene, ScoredBlobDetector(), cfg)
+    assert sorted(a.cls for a in res.labels.annotations) == sorted(c for c, _ in objects)
+    centres = res.labels.centers()
+    for _, (x0, y0, x1, y1) in objects:  # each object has exactly one box centred on it
+        cx, cy = centres[:, 0], centres[:, 1]
+        inside = (cx > x0 - 1) & (cx < x1 + 1) & (cy > y0 - 1) & (cy < y1 + 1)
+        assert inside.sum() == 1
+
+
+def test_unknown_merge_is_refused(tmp_path):
+    scene = _scene(tmp_path, [("truck", (40, 10, 70, 16))])
+    with pytest.raises(ValueError, match="merge must be one of"):
+        detect_scene(scene, BlobDetector(), DetectConfig(merge="wbf"))
+
+
+def _reference_nms(boxes, scores, classes, metric, thr):
+    """Textbook greedy NMS, O(n^2): the definition nms_merge must reproduce."""
+    order = sorted(range(len(boxes)), key=lambda k: -scores[k])
+    keep = []
+    for k in order:
+        ok = True
+        for m in keep:
+            if classes[m] != classes[k]:
+                continue
+            a, b = boxes[m], boxes[k]
+            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            inter = iw * ih
+            aa, ab = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+            ov = inter / min(aa, ab) if metric == "ios" else inter / (aa + ab - inter)
+            if ov > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(k)
+    return sorted(keep)
+
+
+@pytest.mark.parametrize(("metric", "thr"), [("ios", 0.7), ("iou", 0.5), ("iou", 0.2)])
+def test_nms_merge_is_greedy_nms(metric, thr):
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 200, (300, 2))
+    wh = rng.uniform(4, 30, (300, 2))
+    boxes = np.hstack([xy, xy + wh])
+    scores = rng.permutation(300) / 300.0  # distinct, so the greedy order is unique
+    classes = rng.integers(0, 3, 300)
+    keep, kept = nms_merge(boxes, scores, classes, metric=metric, threshold=thr)
+    assert keep.tolist() == _reference_nms(boxes, scores, classes, metric, thr)
+    np.testing.assert_array_equal(kept, boxes[keep])
+    assert 0 < len(keep) < 300
+    with pytest.raises(ValueError, match="metric"):
+        nms_merge(boxes, scores, classes, metric="giou")
 
 
 def test_merge_prefers_whole_views_and_keeps_distinct_neighbours():

@@ -64,16 +64,25 @@ def detect_cmd(
     device: str | None = typer.Option(None, help="Torch device (cpu, 0, ...)."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 (faster on CPUs with AMX/AVX512-BF16, slower "
                                   "elsewhere; scores shift slightly)."),
+    iou: float = typer.Option(0.5, help="IoU threshold of the per-slice NMS (and of the partial merge)."),
+    merge: str = typer.Option("partial", help="Cross-slice merge: partial (border-cut partial views give way "
+                              "to whole ones), nms-ios or nms-iou (plain NMS, as SAHI's NMS postprocess)."),
+    merge_threshold: float | None = typer.Option(
+        None, "--merge-threshold",
+        help="Overlap threshold of the merge (default 0.7 on intersection-over-smaller; --iou for nms-iou)."),
 ) -> None:
     """Detect trucks, railcars and boats in a scene; write GeoJSON, counts per zone and an overlay PNG."""
     from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
+    from freightwatch.inference.merge import MERGES
     from freightwatch.models.detector import PRECISIONS, Detector
 
     if precision not in PRECISIONS:  # before loading any weights
         raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if merge not in MERGES:
+        raise typer.BadParameter(f"--merge must be one of {', '.join(MERGES)}, not {merge!r}")
     cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
                        dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device,
-                       precision=precision)
+                       precision=precision, iou=iou, merge=merge, merge_threshold=merge_threshold)
     detector = Detector.load(weights)
     result = detect_scene(scene, detector, cfg, zones)
     files = write_detections(result, scene, out, bands=cfg.bands)

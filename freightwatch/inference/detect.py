@@ -34,7 +34,7 @@ from freightwatch.datasets.geo import (
 from freightwatch.datasets.raster import DEFAULT_GDAL_CACHE_MB, Scene, bounded_gdal_cache
 from freightwatch.datasets.tiling import overlap_pixels, tile_windows
 from freightwatch.errors import RasterError
-from freightwatch.inference.merge import merge_slice_detections
+from freightwatch.inference.merge import MERGES, merge_slice_detections, nms_merge
 from freightwatch.models.detector import Detector, DetectorCard
 from freightwatch.taxonomy import CLASSES, BoatState, class_id
 from freightwatch.viz import draw_annotations, save_png
@@ -67,6 +67,13 @@ class DetectConfig:
             :meth:`Detector.predict`).
         gdal_cache_mb: GDAL block cache while scanning (``None``: GDAL's default, 5 % of RAM),
             so peak memory does not grow with the scene.
+        merge: How detections of overlapping slices are merged (:data:`~freightwatch.inference.merge.MERGES`):
+            ``partial`` (default: border-cut partial views give way to whole views of the same
+            object, then NMS on IoU ``iou`` or intersection-over-smaller ``merge_threshold``), or
+            plain class-wise NMS on intersection-over-smaller (``nms-ios``) or IoU (``nms-iou``)
+            above ``merge_threshold``: SAHI's ``NMS`` postprocess, to reproduce a SAHI set-up.
+        merge_threshold: Overlap threshold of the merge (``None``: 0.7 for ``partial`` and
+            ``nms-ios``, ``iou`` for ``nms-iou``).
     """
 
     slice_size: int | None = None
@@ -82,6 +89,8 @@ class DetectConfig:
     device: str | None = None
     precision: str = "fp32"
     gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB
+    merge: str = "partial"
+    merge_threshold: float | None = None
 
 
 @dataclass
@@ -168,6 +177,8 @@ def detect_scene(
         ZonesError: unreadable zones, or zones that do not overlap the scene.
     """
     cfg = config or DetectConfig()
+    if cfg.merge not in MERGES:
+        raise ValueError(f"merge must be one of {', '.join(MERGES)}, not {cfg.merge!r}")
     warnings: list[str] = []
     with bounded_gdal_cache(cfg.gdal_cache_mb), Scene(scene_path, bands=cfg.bands) as scene:
         info = scene.info
@@ -237,7 +248,13 @@ def detect_scene(
     if all_boxes:
         boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
         classes, cut = np.concatenate(all_cls), np.concatenate(all_cut)
-        keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou)
+        if cfg.merge == "partial":
+            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou,
+                                                      ios_thr=cfg.merge_threshold or 0.7)
+        else:
+            metric = cfg.merge.removeprefix("nms-")
+            thr = cfg.merge_threshold if cfg.merge_threshold is not None else (0.7 if metric == "ios" else cfg.iou)
+            keep, kept_boxes = nms_merge(boxes, scores, classes, metric=metric, threshold=thr)
         anns = [Annotation.from_bbox(CLASSES[classes[k]], b, score=float(scores[k]))
                 for k, b in zip(keep, kept_boxes, strict=True)
                 if scores[k] >= thresholds.get(CLASSES[classes[k]], min_conf)]

@@ -92,3 +92,48 @@ def merge_slice_detections(
                     merged[k, 2:] = np.maximum(merged[k, 2:], merged[m, 2:])
     keep = np.flatnonzero(alive)
     return keep, merged[keep]
+
+
+MERGES = ("partial", "nms-ios", "nms-iou")
+"""Cross-slice merge rules: ``partial`` (default, :func:`merge_slice_detections`), or plain class-wise
+greedy NMS on intersection-over-smaller or on IoU (:func:`nms_merge`, what SAHI's ``NMS``
+postprocess does: choose it to reproduce a SAHI set-up)."""
+
+
+def nms_merge(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    metric: str = "ios",
+    threshold: float = 0.7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-wise greedy NMS over all slices' detections (SAHI's ``postprocess_type="NMS"``).
+
+    Boxes are visited by descending score; each suppresses the lower-scoring boxes of its class
+    whose overlap (``ios``: intersection over the smaller box, ``iou``) exceeds ``threshold``.
+    Unlike :func:`merge_slice_detections` it knows nothing of slice borders: a box cut by a border
+    survives unless a higher-scoring box of the same object suppresses it.
+
+    Returns:
+        Sorted indices of kept detections and their (unchanged) boxes.
+    """
+    if metric not in ("ios", "iou"):
+        raise ValueError(f"metric must be 'ios' or 'iou', not {metric!r}")
+    n = len(boxes)
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), boxes
+    i, j, iou, ios = pair_overlaps(boxes)
+    hit = (classes[i] == classes[j]) & ((ios if metric == "ios" else iou) > threshold)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in zip(i[hit].tolist(), j[hit].tolist(), strict=True):
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    alive = np.ones(n, dtype=bool)
+    for k in np.argsort(-np.asarray(scores), kind="stable"):
+        if alive[k]:
+            for m in neighbours.get(int(k), ()):
+                if scores[m] <= scores[k] and m != k:
+                    alive[m] = False
+    keep = np.flatnonzero(alive)
+    return keep, boxes[keep]
