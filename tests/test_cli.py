@@ -94,25 +94,23 @@ def test_convert_reports_malformed_line_with_file_and_line(tmp_path):
     assert res.returncode == 0 and "skipped" in res.stderr
 
 
+def _exit_code(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def test_detect_refuses_an_unknown_precision(raster_factory, capsys):
     p = raster_factory(size=(40, 30))
-    try:
-        main(["detect", str(p), "--precision", "int4"])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    assert code == 2
+    assert _exit_code(["detect", str(p), "--precision", "int4"]) == 2
     assert "precision" in capsys.readouterr().err
 
 
 def test_detect_refuses_an_unknown_merge(raster_factory, capsys):
     p = raster_factory(size=(40, 30))
-    try:
-        main(["detect", str(p), "--merge", "wbf"])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    assert code == 2
+    assert _exit_code(["detect", str(p), "--merge", "wbf"]) == 2
     err = capsys.readouterr().err
     assert "--merge" in err and "nms-ios" in err
 
@@ -121,3 +119,26 @@ def test_usage_errors_exit_2_without_traceback():
     res = run_cli("detect")  # the scene argument is missing
     assert res.returncode == 2
     assert "Missing argument" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_gdal_cache_option_passes_through_and_defaults_to_the_library_cap(monkeypatch, raster_factory):
+    import inspect
+
+    from freightwatch.cli.density import density_cmd
+    from freightwatch.cli.detect import detect_cmd
+    from freightwatch.datasets.raster import DEFAULT_GDAL_CACHE_MB
+    from freightwatch.inference import detect as detect_mod
+
+    for cmd in (detect_cmd, density_cmd):
+        assert inspect.signature(cmd).parameters["gdal_cache_mb"].default.default == DEFAULT_GDAL_CACHE_MB
+    seen = []
+
+    def fake_detect_scene(scene, detector, cfg, zones=None):  # stop before any model runs
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(detect_mod, "detect_scene", fake_detect_scene)
+    p = raster_factory(size=(40, 30))
+    for value, want in (("16", 16), ("0", None)):
+        assert _exit_code(["detect", str(p), "--gdal-cache-mb", value]) == 0
+        assert seen[-1].gdal_cache_mb == want

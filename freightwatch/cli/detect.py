@@ -70,6 +70,8 @@ def detect_cmd(
     merge_threshold: float | None = typer.Option(
         None, "--merge-threshold",
         help="Overlap threshold of the merge (default 0.7 on intersection-over-smaller; --iou for nms-iou)."),
+    gdal_cache_mb: int = typer.Option(128, "--gdal-cache-mb", min=0, help="GDAL block cache while scanning, MB "
+                                      "(caps memory on huge scenes; 0: GDAL's default, 5 % of RAM)."),
 ) -> None:
     """Detect trucks, railcars and boats in a scene; write GeoJSON, counts per zone and an overlay PNG."""
     from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
@@ -82,7 +84,8 @@ def detect_cmd(
         raise typer.BadParameter(f"--merge must be one of {', '.join(MERGES)}, not {merge!r}")
     cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
                        dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device,
-                       precision=precision, iou=iou, merge=merge, merge_threshold=merge_threshold)
+                       precision=precision, iou=iou, merge=merge, merge_threshold=merge_threshold,
+                       gdal_cache_mb=gdal_cache_mb or None)
     detector = Detector.load(weights)
     result = detect_scene(scene, detector, cfg, zones)
     files = write_detections(result, scene, out, bands=cfg.bands)
