@@ -27,7 +27,9 @@ test: $(STAMP)
 
 # Retrain the bundled demo weights (CPU: about an hour each) and measure them on held-out sites.
 weights: $(STAMP)
-	$(BIN)/python benchmarks/train_detector_weights.py
+	# detector: 40 + 30 epochs on synthetic chips, then a 20-epoch boat stage (392 more chips holding
+	# boats); counting thresholds from 24 calibration sites
+	$(BIN)/python benchmarks/train_detector_weights.py --boat-epochs 20 --n-calib 24
 	$(BIN)/python benchmarks/train_density_weights.py
 	# density stages 2 and 3: 16 more epochs each from the previous stage on more training sites,
 	# lower peak learning rate (each stage is calibrated and evaluated again)
