@@ -39,12 +39,13 @@ from affine import Affine
 from rasterio.windows import Window
 
 from freightwatch.datasets.synthetic import SiteConfig, generate_site
+from freightwatch.inference.detect import DetectConfig
 
 TILE_M = 1000.0
 GSD = 0.5
-SLICE_IOU = 0.5
+SLICE_IOU = DetectConfig.iou
 """Per-slice NMS IoU of every method (freightwatch's default)."""
-SLICE_MAX_DET = 2000
+SLICE_MAX_DET = DetectConfig.max_det
 """Per-slice detection cap of every method (freightwatch's default)."""
 
 
@@ -93,7 +94,7 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
     det = Detector.load(weights)
     t0 = time.perf_counter()
     if mode.startswith("freightwatch"):
-        from freightwatch.inference.detect import DetectConfig, detect_scene
+        from freightwatch.inference.detect import detect_scene
 
         precision = "bf16" if mode.endswith("bf16") else "fp32"
         merge = "nms-ios" if "-nms" in mode else "partial"

@@ -34,7 +34,7 @@ from freightwatch.datasets.geo import (
 from freightwatch.datasets.raster import DEFAULT_GDAL_CACHE_MB, Scene, bounded_gdal_cache
 from freightwatch.datasets.tiling import overlap_pixels, tile_windows
 from freightwatch.errors import RasterError
-from freightwatch.inference.merge import MERGES, merge_slice_detections, nms_merge
+from freightwatch.inference.merge import DEFAULT_IOS, MERGES, merge_slice_detections, nms_merge
 from freightwatch.models.detector import Detector, DetectorCard
 from freightwatch.taxonomy import CLASSES, BoatState, class_id
 from freightwatch.viz import draw_annotations, save_png
@@ -248,12 +248,11 @@ def detect_scene(
     if all_boxes:
         boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
         classes, cut = np.concatenate(all_cls), np.concatenate(all_cut)
+        metric = cfg.merge.removeprefix("nms-")
+        thr = cfg.merge_threshold if cfg.merge_threshold is not None else (cfg.iou if metric == "iou" else DEFAULT_IOS)
         if cfg.merge == "partial":
-            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou,
-                                                      ios_thr=cfg.merge_threshold or 0.7)
+            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou, ios_thr=thr)
         else:
-            metric = cfg.merge.removeprefix("nms-")
-            thr = cfg.merge_threshold if cfg.merge_threshold is not None else (0.7 if metric == "ios" else cfg.iou)
             keep, kept_boxes = nms_merge(boxes, scores, classes, metric=metric, threshold=thr)
         anns = [Annotation.from_bbox(CLASSES[classes[k]], b, score=float(scores[k]))
                 for k, b in zip(keep, kept_boxes, strict=True)

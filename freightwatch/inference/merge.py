@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
+DEFAULT_IOS = 0.7
+"""Default intersection-over-smaller above which two boxes of a class are one object."""
+
 
 def pair_overlaps(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Intersecting pairs ``(i, j)`` with i < j, plus their IoU and intersection-over-smaller.
@@ -43,7 +46,7 @@ def merge_slice_detections(
     classes: np.ndarray,
     cut: np.ndarray,
     iou_thr: float = 0.5,
-    ios_thr: float = 0.7,
+    ios_thr: float = DEFAULT_IOS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detections to keep after merging overlapping slices.
 
@@ -105,7 +108,7 @@ def nms_merge(
     scores: np.ndarray,
     classes: np.ndarray,
     metric: str = "ios",
-    threshold: float = 0.7,
+    threshold: float = DEFAULT_IOS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class-wise greedy NMS over all slices' detections (SAHI's ``postprocess_type="NMS"``).
 
@@ -130,10 +133,9 @@ def nms_merge(
         neighbours.setdefault(a, []).append(b)
         neighbours.setdefault(b, []).append(a)
     alive = np.ones(n, dtype=bool)
+    # an alive box has no alive higher-scoring neighbour (it would have been suppressed by it)
     for k in np.argsort(-np.asarray(scores), kind="stable"):
         if alive[k]:
-            for m in neighbours.get(int(k), ()):
-                if scores[m] <= scores[k] and m != k:
-                    alive[m] = False
+            alive[neighbours.get(int(k), [])] = False
     keep = np.flatnonzero(alive)
     return keep, boxes[keep]
