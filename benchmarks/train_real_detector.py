@@ -88,15 +88,15 @@ def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dic
     tiles) into the card, then accuracy on the held-out synthetic test sites."""
     from freightwatch.models.detector import Detector
     from freightwatch.training.recipes import (
-        _detect_sites,
         calibrate_count_thresholds,
         class_count_errors,
+        detect_sites,
         evaluate_detector_on_sites,
     )
 
     calib = sorted((synthetic_work / "calib_sites").glob("site_*"))
     test = sorted((synthetic_work / "test_sites").glob("site_*"))
-    runs = _detect_sites(Detector.load(weights), calib)  # once, for every class and threshold below
+    runs = detect_sites(Detector.load(weights), calib)  # once, for every class and threshold below
     thr = calibrate_count_thresholds(weights, calib, write=False, runs=runs)
     _, boat_err = tile_count_threshold(weights, dev_images)
     # Boats have two calibration sets: synthetic sites and real dev tiles. The threshold minimises

@@ -30,7 +30,7 @@ def test_calibrated_thresholds_minimise_zone_count_error(monkeypatch, tmp_path):
     class FakeDetector:
         card = DetectorCard()
 
-    monkeypatch.setattr(recipes, "_detect_sites", lambda det, sites: runs)
+    monkeypatch.setattr(recipes, "detect_sites", lambda det, sites: runs)
     monkeypatch.setattr("freightwatch.models.detector.Detector.load", staticmethod(lambda w: FakeDetector()))
     best = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False)
     assert 0.4 < best["truck"] <= 0.8
@@ -61,7 +61,7 @@ def test_precomputed_runs_skip_detection_and_give_the_same_thresholds(monkeypatc
     def no_detection(det, sites):
         raise AssertionError("sites detected again")
 
-    monkeypatch.setattr(recipes, "_detect_sites", no_detection)
+    monkeypatch.setattr(recipes, "detect_sites", no_detection)
     monkeypatch.setattr("freightwatch.models.detector.Detector.load", staticmethod(lambda w: FakeDetector()))
     best = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False, runs=runs)
     assert 0.4 < best["truck"] <= 0.8

@@ -75,8 +75,16 @@ class DetectorRecipe:
     boat_lr0: float = 5e-4
 
 
-def _detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, list[Any], Any]]:
-    """(site folder, true labels, zones, detections at a low threshold) per site."""
+def detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, list[Any], Any]]:
+    """Sliced detection at score 0.001 on labelled scene folders, for threshold sweeps.
+
+    Args:
+        det: A loaded :class:`~freightwatch.models.detector.Detector`.
+        site_dirs: Folders holding ``scene.tif``, ``labels.json`` (COCO) and ``zones.geojson``.
+
+    Returns:
+        ``(site folder, true labels, zones, detections)`` per site.
+    """
     from freightwatch.datasets.formats.coco import read_coco
     from freightwatch.datasets.geo import read_zones
     from freightwatch.inference.detect import DetectConfig, detect_scene
@@ -113,7 +121,7 @@ def class_count_errors(runs: Sequence[tuple[Path, Any, list[Any], Any]], cls: st
                        grid: Sequence[float]) -> dict[float, float]:
     """``sum |pred - true|`` over the (site, zone) counts of ``cls`` at each score threshold.
 
-    ``runs`` come from detecting once at a low threshold (:func:`_detect_sites`), so a whole grid
+    ``runs`` come from detecting once at a low threshold (:func:`detect_sites`), so a whole grid
     of thresholds costs no further detection.
     """
     return {t: float(sum(abs(r["pred"] - r["true"]) for r in _zone_errors(runs, {cls: t}) if r["class"] == cls))
@@ -132,13 +140,13 @@ def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
     ``min_gain`` (a fraction): a few sites make the error curve noisy, and a low threshold that
     wins there by a little can double-count elsewhere. With ``write`` the thresholds go into the
     model card (``count_conf``), which ``freightwatch detect`` uses by default. ``runs`` (from
-    :func:`_detect_sites` on ``site_dirs``) skips detecting the sites again.
+    :func:`detect_sites` on ``site_dirs``) skips detecting the sites again.
     """
     from freightwatch.models.detector import Detector
 
-    det = Detector.load(weights)
+    det = Detector.load(weights) if runs is None or write else None
     if runs is None:
-        runs = _detect_sites(det, site_dirs)
+        runs = detect_sites(det, site_dirs)
     grid = list(grid) if grid is not None else [round(float(t), 3) for t in np.arange(0.15, 0.601, 0.025)]
 
     best: dict[str, float] = {}
@@ -150,7 +158,7 @@ def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
         best[c] = grid[k] if errs[k] < base and errs[k] <= (1 - min_gain) * base else default
         log.info("count threshold %s: %.3f (calibration error %.0f vs %.0f at %.2f)",
                  c, best[c], errs[k], base, default)
-    if write:
+    if det is not None and write:
         det.card.count_conf = best
         det.card.save(Path(weights).with_suffix(".json"))
     return best
@@ -169,7 +177,7 @@ def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], c
 
     det = Detector.load(weights)
     t0 = time.time()
-    runs = _detect_sites(det, site_dirs)
+    runs = detect_sites(det, site_dirs)
     thresholds = class_thresholds(det.card, conf)
     per_zone = _zone_errors(runs, thresholds)
     abs_err: Counter[str] = Counter()
@@ -200,7 +208,7 @@ def boat_chip_dataset(work_dir: str | Path, base: str | Path, recipe: DetectorRe
     chips = work / "boat_chips"
     if not (chips / "images" / "train").is_dir():
         export_chips(scene_folder_pairs(sites), chips, ChipConfig(size=recipe.imgsz, overlap=0.2, keep_empty=0.0,
-                                              fractions=(1.0, 0.0, 0.0), seed=recipe.seed))
+                                                                  fractions=(1.0, 0.0, 0.0), seed=recipe.seed))
     boat = str(CLASSES.index("boat"))
 
     def has_boat(im: Path) -> bool:
