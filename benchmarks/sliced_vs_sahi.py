@@ -7,6 +7,8 @@ building them needs little memory), then for each scene size runs each method in
 - ``freightwatch``: ``detect_scene`` (fp32), ``freightwatch-bf16``: the same with ``precision=bf16``;
   ``freightwatch-nms`` / ``freightwatch-nms-bf16``: with ``merge="nms-ios"`` (plain NMS on
   intersection-over-smaller 0.7, SAHI's ``NMS`` postprocess) instead of the partial-view merge;
+  an ``-ort`` or ``-ov`` part runs the forward pass in ONNX Runtime or OpenVINO
+  (``freightwatch-nms-ov``, ``freightwatch-nms-ov-bf16``; the export to ONNX is timed too);
 - ``sahi``: ``get_sliced_prediction`` with SAHI's defaults (greedy NMM on IOS 0.5, plus a
   full-image standard prediction merged in); ``sahi-nms``: NMS on IoU 0.5, slices only;
   ``sahi-ios``: NMS on intersection-over-smaller 0.7, slices only (suppresses partial views
@@ -98,8 +100,10 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
 
         precision = "bf16" if mode.endswith("bf16") else "fp32"
         merge = "nms-ios" if "-nms" in mode else "partial"
+        runtime = "onnxruntime" if "-ort" in mode else "openvino" if "-ov" in mode else "torch"
         res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf, iou=SLICE_IOU,
-                                                    max_det=SLICE_MAX_DET, precision=precision, merge=merge),
+                                                    max_det=SLICE_MAX_DET, precision=precision, merge=merge,
+                                                    runtime=runtime),
                            show_progress=False)
         boxes = [[*a.bbox, a.score, a.cls] for a in res.labels.annotations]
     else:

@@ -64,6 +64,13 @@ def make_sites(data_dir: Path, seeds: range) -> list[Path]:
     return dirs
 
 
+def _focus(text: str | None) -> dict[str, float] | None:
+    """``railcar=3,boat=2`` -> ``{"railcar": 3.0, "boat": 2.0}``."""
+    if not text:
+        return None
+    return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="MobileNetV2 ImageNet features (safetensors), 'none', or 'auto' (../shared if present)")
     ap.add_argument("--init", type=Path, default=None,
                     help="continue from these density weights (a fresh one-cycle schedule) instead of a new network")
+    ap.add_argument("--class-focus", default=None,
+                    help="crop-centring weights per class, e.g. railcar=3 (others 1; default: uniform)")
     ap.add_argument("--tta", action="store_true", help="calibrate (and so run) with 8-fold test-time augmentation")
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/train/density.safetensors")
     ap.add_argument("--bundle", action="store_true", help="copy the results into freightwatch/weights/")
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(init: {args.init or pretrained or 'scratch'})", flush=True)
         cfg = DensityTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch=args.batch, crop=args.crop,
                                  lr=args.lr, seed=args.seed, threads=args.threads,
-                                 pretrained=None if args.init else pretrained, init=args.init)
+                                 pretrained=None if args.init else pretrained, init=args.init,
+                                 class_focus=_focus(args.class_focus))
         train_density(scenes, train_dir, cfg)
     model = DensityModel.load(train_dir / "density.safetensors")
     # With --skip-train, report the time the reused training took.

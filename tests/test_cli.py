@@ -142,3 +142,11 @@ def test_gdal_cache_option_passes_through_and_defaults_to_the_library_cap(monkey
     for value, want in (("16", 16), ("0", None)):
         assert _exit_code(["detect", str(p), "--gdal-cache-mb", value]) == 0
         assert seen[-1].gdal_cache_mb == want
+
+
+def test_detect_refuses_an_unknown_runtime_or_a_precision_it_lacks(raster_factory, capsys):
+    p = raster_factory(size=(40, 30))
+    assert _exit_code(["detect", str(p), "--runtime", "tensorrt"]) == 2
+    assert "runtime must be one of" in capsys.readouterr().err
+    assert _exit_code(["detect", str(p), "--runtime", "onnxruntime", "--precision", "bf16"]) == 2
+    assert "supports precision fp32" in capsys.readouterr().err

@@ -51,3 +51,47 @@ def test_other_sizes_go_through_the_predictor(det_and_chips):
     small = [c[:300, :200] for c in chips]
     got = det.predict(small, conf=0.2, device="cpu")
     assert len(got) == 3 and all(a.bbox[2] <= 200 + 1 and a.bbox[3] <= 300 + 1 for g in got for a in g)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_exported_runtimes_give_the_torch_boxes_at_fp32(det_and_chips, runtime):
+    pytest.importorskip(runtime)
+    pytest.importorskip("onnx")
+    det, chips = det_and_chips
+    ref = det.predict(chips, conf=0.2, device="cpu")
+    got = det.predict(chips, conf=0.2, device="cpu", runtime=runtime)
+    assert sum(map(len, ref)) > 20
+    for r, g in zip(ref, got, strict=True):
+        r = sorted((*a.bbox, a.score, a.cls) for a in r)
+        g = sorted((*a.bbox, a.score, a.cls) for a in g)
+        assert [x[-1] for x in g] == [x[-1] for x in r]
+        np.testing.assert_allclose(np.array([x[:-1] for x in g]), np.array([x[:-1] for x in r]), atol=1e-2)
+    # a batch of another size reuses the exported network (dynamic batch)
+    one = det.predict(chips[:1], conf=0.2, device="cpu", runtime=runtime)
+    assert len(one[0]) == len(ref[0])
+
+
+def test_openvino_bf16_keeps_nearly_all_boxes(det_and_chips):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    det, chips = det_and_chips
+    n32 = sum(map(len, det.predict(chips, conf=0.3, device="cpu")))
+    n16 = sum(map(len, det.predict(chips, conf=0.3, device="cpu", runtime="openvino", precision="bf16")))
+    assert abs(n32 - n16) <= max(2, 0.1 * n32)
+
+
+def test_runtime_errors_say_what_is_wrong(det_and_chips, monkeypatch):
+    import importlib.util
+
+    from freightwatch.errors import FreightwatchError
+    from freightwatch.models.runtimes import check_runtime
+
+    det, chips = det_and_chips
+    with pytest.raises(FreightwatchError, match="runtime must be one of"):
+        det.predict(chips, runtime="tensorrt")
+    with pytest.raises(FreightwatchError, match="onnxruntime supports precision fp32"):
+        check_runtime("onnxruntime", "bf16")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(FreightwatchError, match=r"pip install 'freightwatch\[openvino\]'"):
+        check_runtime("openvino")

@@ -22,6 +22,22 @@ def _parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _parse_focus(items: list[str] | None) -> dict[str, float] | None:
+    """``railcar=3`` options -> ``{"railcar": 3.0}``."""
+    if not items:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"expected CLASS=WEIGHT like railcar=3, got {item!r}")
+    return out
+
+
 @train_app.command("density")
 def train_density_cmd(
     data: list[Path] = typer.Argument(..., help="Scene folders (scene.tif + labels.json), folders of them, or images."),
@@ -48,6 +64,8 @@ def train_density_cmd(
     src_gsd: float | None = typer.Option(None, "--src-gsd", help="GSD (m) of scenes without a CRS."),
     seed: int = typer.Option(0, help="Seed (same seed, same weights on the same machine)."),
     threads: int | None = typer.Option(None, help="Torch CPU threads."),
+    class_focus: list[str] | None = typer.Option(None, "--class-focus", help="CLASS=WEIGHT (repeatable): how "
+                                                 "often crops are centred on that class, relative to 1 for others."),
 ) -> None:
     """Train the density model for coarse 3-5 m imagery (simulated from high-res labels, or --coarse points)."""
     from freightwatch.training.density import DensityTrainConfig, train_density
@@ -58,7 +76,7 @@ def train_density_cmd(
         epochs=epochs, steps_per_epoch=steps, batch=batch, crop=crop, lr=lr, gsd_range=_parse_range(gsd_range),
         sigma=sigma, bands=bands, nir_band=nir_band, pretrained=pretrained, init=init, coarse=coarse,
         label_format=label_format, labels_name=labels_name, image_name=image_name, src_gsd=src_gsd, seed=seed,
-        threads=threads,
+        threads=threads, class_focus=_parse_focus(class_focus),
     )
     res = train_density(data, out, cfg, val=val or None, mapping=_load_mapping(mapping))
     typer.echo(f"weights: {res.weights}\nconfig:  {res.config}\nmetrics: {res.metrics}")

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from freightwatch.cli import app, console, stdout
 from freightwatch.cli.data import _parse_bands, _parse_fractions
+from freightwatch.errors import FreightwatchError
 
 train_app = typer.Typer(help="Train models (detector for 0.3-1 m imagery).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -72,20 +73,27 @@ def detect_cmd(
         help="Overlap threshold of the merge (default 0.7 on intersection-over-smaller; --iou for nms-iou)."),
     gdal_cache_mb: int = typer.Option(128, "--gdal-cache-mb", min=0, help="GDAL block cache while scanning, MB "
                                       "(caps memory on huge scenes; 0: GDAL's default, 5 % of RAM)."),
+    runtime: str = typer.Option("torch", help="Forward pass on the CPU: torch, onnxruntime (fp32) or openvino "
+                                "(fp32/bf16); the last two are optional installs, ~1.5x faster at fp32."),
 ) -> None:
     """Detect trucks, railcars and boats in a scene; write GeoJSON, counts per zone and an overlay PNG."""
     from freightwatch.inference.detect import DetectConfig, detect_scene, write_detections
     from freightwatch.inference.merge import MERGES
     from freightwatch.models.detector import PRECISIONS, Detector
+    from freightwatch.models.runtimes import check_runtime
 
     if precision not in PRECISIONS:  # before loading any weights
         raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if merge not in MERGES:
         raise typer.BadParameter(f"--merge must be one of {', '.join(MERGES)}, not {merge!r}")
+    try:
+        check_runtime(runtime, precision)
+    except FreightwatchError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from None
     cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
                        dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device,
                        precision=precision, iou=iou, merge=merge, merge_threshold=merge_threshold,
-                       gdal_cache_mb=gdal_cache_mb or None)
+                       gdal_cache_mb=gdal_cache_mb or None, runtime=runtime)
     detector = Detector.load(weights)
     result = detect_scene(scene, detector, cfg, zones)
     files = write_detections(result, scene, out, bands=cfg.bands)

@@ -148,6 +148,7 @@ class Detector:
         self.card = card
         self._fused: Any = None  # the CPU fast path's fused copy of yolo.model (built on first use)
         self._fused_src: Any = None
+        self._exported: dict[tuple[str, str, int], Any] = {}  # (runtime, precision, imgsz) -> ExportedNet
         names = yolo.model.names
         self._cls_of: dict[int, str | None] = {}
         mapping = ClassMapping.builtin()
@@ -274,6 +275,7 @@ class Detector:
         max_det: int = 2000,
         device: str | None = None,
         precision: str = "fp32",
+        runtime: str = "torch",
     ) -> list[list[Annotation]]:
         """Detect objects in a batch of RGB uint8 images.
 
@@ -287,6 +289,9 @@ class Detector:
         Args:
             precision: ``fp32``, or ``bf16`` (CPU autocast to bfloat16: about 1.5-2x faster where
                 the CPU has AMX/AVX512-BF16, slower elsewhere; scores shift in the 2nd-3rd digit).
+            runtime: What runs the CPU fast path's forward pass: ``torch``, ``onnxruntime`` (fp32)
+                or ``openvino`` (fp32 or bf16); see :mod:`freightwatch.models.runtimes`. Batches
+                that do not take the fast path always run in PyTorch.
 
         Returns:
             One list of annotations (pixel boxes, ``score`` set) per image.
@@ -295,9 +300,13 @@ class Detector:
             return []
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if runtime != "torch":
+            from freightwatch.models.runtimes import check_runtime
+
+            check_runtime(runtime, precision)
         size = imgsz or self.card.imgsz
         if _on_cpu(device) and size % 32 == 0 and all(im.shape[:2] == (size, size) for im in images):
-            dets = self._predict_direct(images, conf, iou, max_det, precision)
+            dets = self._predict_direct(images, conf, iou, max_det, precision, runtime)
         else:
             bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]  # ultralytics expects OpenCV order
             results = self.yolo.predict(
@@ -317,15 +326,23 @@ class Detector:
         return out
 
     def _predict_direct(self, images: Sequence[np.ndarray], conf: float, iou: float, max_det: int,
-                        precision: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                        precision: str, runtime: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         import torch
         from ultralytics.utils import nms
 
         net = self._fused_cpu_net()
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            preds = net(x)
+        if runtime != "torch":
+            key = (runtime, precision, int(x.shape[-1]))
+            if key not in self._exported or self._exported[key][1] is not net:
+                from freightwatch.models.runtimes import ExportedNet
+
+                self._exported[key] = (ExportedNet(net, key[2], runtime, precision), net)
+            preds = self._exported[key][0](x)
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                preds = net(x)
         preds = (preds[0] if isinstance(preds, (list, tuple)) else preds).float()
         kept = nms.non_max_suppression(preds, conf, iou, None, False, max_det=max_det, nc=0,
                                        end2end=getattr(net, "end2end", False))
