@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,30 @@ def test_one_epoch_training_is_deterministic_and_loads(tmp_path: Path) -> None:
     assert not torch.equal(load_file(str(r3.weights))["head.weight"], w1["head.weight"])
 
 
+def test_class_focus_centres_crops_on_the_named_class(tmp_path: Path) -> None:
+    from freightwatch.training.density import DensitySampler, _as_scenes
+
+    cfg = _tiny_cfg(object_focus=1.0, sparse_boost=0.0)
+    scenes = _as_scenes([_hr_scene_folder(tmp_path / "data", n=30, seed=3)], cfg, None)
+
+    def railcar_share(focus: dict[str, float] | None) -> float:
+        sampler = DensitySampler(scenes, replace(cfg, class_focus=focus))
+        rng, hits = np.random.default_rng(0), 0
+        src = sampler.sources[0]
+        for _ in range(200):
+            x0, y0 = sampler._origin(src, 40, rng)
+            hits += any(a.cls == "railcar" for a in src.crop_labels(x0, y0, 40, 40).annotations)
+        sampler.close()
+        return hits / 200
+
+    assert railcar_share({"railcar": 1, "truck": 0, "boat": 0}) == 1.0  # every crop holds its centre object
+    assert railcar_share({"railcar": 5}) > railcar_share(None) + 0.2
+    with pytest.raises(FreightwatchError, match="class_focus"):
+        DensitySampler(scenes, replace(cfg, class_focus={"tank": 2}))
+    with pytest.raises(FreightwatchError, match="class_focus"):
+        DensitySampler(scenes, replace(cfg, class_focus={"truck": 0, "railcar": 0, "boat": 0}))
+
+
 def test_coarse_point_training(tmp_path: Path) -> None:
     folder = tmp_path / "coarse"
     _scene(folder / "scene.tif", 64, 64, gsd=4.0)
@@ -399,8 +424,12 @@ def test_cli_refuses_fine_scene_with_one_line_error(tmp_path: Path, small_model:
 def test_cli_train_density(tmp_path: Path) -> None:
     data = _hr_scene_folder(tmp_path / "data")
     _run(["train", "density", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--steps", "1",
-          "--batch", "2", "--crop", "32", "--threads", "1", "--val", str(data)])
-    assert DensityModel.load(tmp_path / "run" / "density.safetensors").num_parameters() > 0
+          "--batch", "2", "--crop", "32", "--threads", "1", "--val", str(data), "--class-focus", "railcar=3"])
+    trained = DensityModel.load(tmp_path / "run" / "density.safetensors")
+    assert trained.num_parameters() > 0 and trained.config.training["config"]["class_focus"] == {"railcar": 3.0}
     final = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]
     assert set(final["val"]) == set(CLASSES) and final["val"]["truck"]["crop_mae"] >= 0
     assert isinstance(DensityNet(), nn.Module)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "density", str(data), "--out", str(tmp_path / "bad"), "--class-focus", "railcar"])
+    assert exc.value.code == 2
