@@ -15,7 +15,8 @@ building them needs little memory), then for each scene size runs each method in
   inside whole ones, as freightwatch's merge does). A ``-b8`` suffix (``sahi-ios-b8``) sends SAHI's
   slices in batches of 8 as freightwatch does (SAHI's default is one at a time).
 
-Every method runs the same per-slice NMS (IoU 0.5, up to 2000 boxes per slice: freightwatch's
+Every method runs the same per-slice NMS (IoU 0.5 for every class, so not the card's per-class
+IoU; up to 2000 boxes per slice: freightwatch's
 defaults, set on the ultralytics model SAHI calls). Reports seconds, peak RSS (the process's
 high-water mark, VmHWM), each method's AP50 against the true boxes of the scene, and the
 agreement of the detection sets as AP50 of freightwatch's boxes scored against SAHI's as reference.
@@ -103,7 +104,7 @@ def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int
         runtime = "onnxruntime" if "-ort" in mode else "openvino" if "-ov" in mode else "torch"
         res = detect_scene(scene, det, DetectConfig(slice_size=slice_size, overlap=overlap, conf=conf, iou=SLICE_IOU,
                                                     max_det=SLICE_MAX_DET, precision=precision, merge=merge,
-                                                    runtime=runtime),
+                                                    runtime=runtime, class_iou={}),
                            show_progress=False)
         boxes = [[*a.bbox, a.score, a.cls] for a in res.labels.annotations]
     else:

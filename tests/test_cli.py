@@ -150,3 +150,13 @@ def test_detect_refuses_an_unknown_runtime_or_a_precision_it_lacks(raster_factor
     assert "runtime must be one of" in capsys.readouterr().err
     assert _exit_code(["detect", str(p), "--runtime", "onnxruntime", "--precision", "bf16"]) == 2
     assert "supports precision fp32" in capsys.readouterr().err
+
+
+def test_detect_class_iou_option(monkeypatch, raster_factory, capsys):
+    from freightwatch.cli.detect import _parse_class_iou
+
+    assert _parse_class_iou(None) is None and _parse_class_iou(["none"]) == {}
+    assert _parse_class_iou(["railcar=0.4", "boat=0.6"]) == {"railcar": 0.4, "boat": 0.6}
+    p = raster_factory(size=(40, 30))
+    assert _exit_code(["detect", str(p), "--class-iou", "tank=0.4"]) == 2
+    assert "--class-iou" in capsys.readouterr().err

@@ -314,3 +314,34 @@ def test_scan_memory_does_not_grow_with_the_scene(tmp_path):
     g16, gnone = growth("16"), growth("none")
     assert g16 < 50  # MB: cap plus a few windows
     assert gnone > 90  # the unbounded cache holds most of the scene (shows the test can fail)
+
+
+def test_partial_merge_takes_one_iou_threshold_per_class():
+    # two overlapping pairs (IoU 0.6), one truck pair (class 0) and one railcar pair (class 1)
+    boxes = np.array([[0, 0, 10, 10], [2.5, 0, 12.5, 10], [50, 0, 60, 10], [52.5, 0, 62.5, 10]], float)
+    scores, classes, cut = np.array([0.9, 0.8, 0.9, 0.8]), np.array([0, 0, 1, 1]), np.zeros(4, bool)
+    keep, _ = merge_slice_detections(boxes, scores, classes, cut, iou_thr=np.array([0.7, 0.5, 0.5]), ios_thr=0.95)
+    assert keep.tolist() == [0, 1, 2]  # the trucks survive 0.7, the railcars do not survive 0.5
+    keep, _ = merge_slice_detections(boxes, scores, classes, cut, iou_thr=0.5, ios_thr=0.95)
+    assert keep.tolist() == [0, 2]
+
+
+class IouRecorder(BlobDetector):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.ious = []
+
+    def predict(self, images, conf=0.25, iou=0.5, **kw):
+        self.ious.append(iou)
+        return super().predict(images, conf=conf, **kw)
+
+
+def test_card_class_iou_reaches_the_detector_unless_overridden(tmp_path):
+    scene = _scene(tmp_path, [("truck", (40, 10, 70, 16))])
+    det = IouRecorder()
+    det.card.class_iou = {"railcar": 0.4}
+    detect_scene(scene, det, DetectConfig(overlap=32))
+    assert det.ious[0] == {"truck": 0.5, "railcar": 0.4, "boat": 0.5}
+    det.ious.clear()
+    detect_scene(scene, det, DetectConfig(overlap=32, iou=0.6, class_iou={}))
+    assert set(det.ious) == {0.6}  # one number: every class the same

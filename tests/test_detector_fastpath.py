@@ -95,3 +95,23 @@ def test_runtime_errors_say_what_is_wrong(det_and_chips, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(FreightwatchError, match=r"pip install 'freightwatch\[openvino\]'"):
         check_runtime("openvino")
+
+
+def test_per_class_iou_is_class_wise_nms_at_each_threshold(det_and_chips):
+    det, chips = det_and_chips
+    at = {t: det.predict(chips, conf=0.1, iou=t, device="cpu") for t in (0.3, 0.6)}
+    mixed = det.predict(chips, conf=0.1, iou={"truck": 0.3, "railcar": 0.6, "boat": 0.6}, device="cpu")
+
+    def of(preds, classes):
+        return [sorted((*a.bbox, a.score) for a in img if a.cls in classes) for img in preds]
+
+    assert of(mixed, {"truck"}) == of(at[0.3], {"truck"})
+    assert of(mixed, {"railcar", "boat"}) == of(at[0.6], {"railcar", "boat"})
+    assert sum(map(len, at[0.6])) > sum(map(len, at[0.3]))  # the thresholds differ in effect here
+    # the predictor path (other sizes) does the same
+    small = [c[:320, :320] for c in chips]
+    got = det.predict(small, conf=0.1, iou={"truck": 0.3}, device="cpu")
+    ref = det.predict(small, conf=0.1, iou=0.3, device="cpu")
+    assert of(got, {"truck"}) == of(ref, {"truck"})
+    with pytest.raises(ValueError, match="unknown classes"):
+        det.predict(chips, iou={"tank": 0.3})

@@ -66,3 +66,35 @@ def test_precomputed_runs_skip_detection_and_give_the_same_thresholds(monkeypatc
     best = recipes.calibrate_count_thresholds(tmp_path / "w.safetensors", [Path("site_a")], write=False, runs=runs)
     assert 0.4 < best["truck"] <= 0.8
     assert recipes.class_count_errors(runs, "truck", [0.25, 0.5, 0.9]) == {0.25: 3.0, 0.5: 0.0, 0.9: 6.0}
+
+
+def test_calibrate_counting_picks_a_lower_iou_only_where_it_gains(monkeypatch, tmp_path):
+    """Railcars: at IoU 0.5 a shadow box beside each true one survives NMS, at 0.4 it does not;
+    trucks are the same at every IoU, so they keep the default."""
+    zone = Zone("yard", "rail_yard", box(0, 0, 100, 100))
+    truth = _labels([("railcar", 10 * k, 10, None) for k in range(5)] + [("truck", 10 * k, 60, None) for k in range(4)])
+    trucks = [("truck", 10 * k, 60, 0.8) for k in range(4)]
+    railcars = [("railcar", 10 * k, 10, 0.8) for k in range(5)]
+    shadows = [("railcar", 10 * k + 1, 11, 0.8) for k in range(5)]  # as confident: no threshold helps
+    by_iou = {0.5: _labels(trucks + railcars + shadows), 0.4: _labels(trucks + railcars),
+              0.3: _labels(trucks + railcars[:3])}
+    seen = []
+
+    def fake_detect(det, sites, iou=None):
+        seen.append(iou)
+        return [(Path("site_a"), truth, [zone], by_iou[iou])]
+
+    class FakeDetector:
+        def __init__(self):
+            self.card = DetectorCard()
+
+    fake = FakeDetector()
+    monkeypatch.setattr(recipes, "detect_sites", fake_detect)
+    monkeypatch.setattr("freightwatch.models.detector.Detector.load", staticmethod(lambda w: fake))
+    weights = tmp_path / "w.safetensors"
+    count_conf, class_iou = recipes.calibrate_counting(weights, [Path("site_a")])
+    assert sorted(seen) == [0.3, 0.4, 0.5]
+    assert class_iou == {"railcar": 0.4}  # trucks and boats keep 0.5: no gain there
+    assert count_conf["truck"] == 0.25
+    card = DetectorCard.load(weights.with_suffix(".json"))
+    assert card.class_iou == {"railcar": 0.4} and card.extra["count_calibration"]["sites"] == ["site_a"]

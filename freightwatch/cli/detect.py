@@ -47,6 +47,28 @@ def train_detector_cmd(
     typer.echo(f"weights: {res.weights}\ncard:    {res.card}\nmetrics: {res.metrics}")
 
 
+def _parse_class_iou(items: list[str] | None) -> dict[str, float] | None:
+    """``railcar=0.4`` options -> ``{"railcar": 0.4}``; ``none`` -> ``{}``; nothing -> ``None`` (the card's)."""
+    from freightwatch.taxonomy import CLASSES
+
+    if not items:
+        return None
+    if items == ["none"]:
+        return {}
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = -1.0
+        if name not in CLASSES or not 0 < v <= 1:
+            raise typer.BadParameter(f"expected CLASS=IOU with CLASS in {', '.join(CLASSES)} and 0 < IOU <= 1, "
+                                     f"got {item!r}", param_hint="--class-iou")
+        out[name] = v
+    return out
+
+
 @app.command("detect")
 def detect_cmd(
     scene: Path = typer.Argument(..., help="GeoTIFF scene (any size)."),
@@ -73,6 +95,9 @@ def detect_cmd(
         help="Overlap threshold of the merge (default 0.7 on intersection-over-smaller; --iou for nms-iou)."),
     gdal_cache_mb: int = typer.Option(128, "--gdal-cache-mb", min=0, help="GDAL block cache while scanning, MB "
                                       "(caps memory on huge scenes; 0: GDAL's default, 5 % of RAM)."),
+    class_iou: list[str] | None = typer.Option(
+        None, "--class-iou", help="CLASS=IOU (repeatable): per-class NMS IoU over --iou (default: the model "
+        "card's calibrated ones); 'none' for --iou everywhere."),
     runtime: str = typer.Option("torch", help="Forward pass on the CPU: torch, onnxruntime (fp32) or openvino "
                                 "(fp32/bf16); the last two are optional installs, ~1.5x faster at fp32."),
 ) -> None:
@@ -93,7 +118,8 @@ def detect_cmd(
     cfg = DetectConfig(slice_size=slice_size, overlap=overlap, batch=batch, conf=conf, resample=resample,
                        dock_distance_m=dock_distance, bands=_parse_bands(bands), device=device,
                        precision=precision, iou=iou, merge=merge, merge_threshold=merge_threshold,
-                       gdal_cache_mb=gdal_cache_mb or None, runtime=runtime)
+                       gdal_cache_mb=gdal_cache_mb or None, runtime=runtime,
+                       class_iou=_parse_class_iou(class_iou))
     detector = Detector.load(weights)
     result = detect_scene(scene, detector, cfg, zones)
     files = write_detections(result, scene, out, bands=cfg.bands)

@@ -57,6 +57,8 @@ class DetectConfig:
         conf: Score threshold for every class; ``None`` uses the detector card's per-class
             counting thresholds (calibrated on held-out sites), else 0.25.
         iou: IoU threshold of the per-slice NMS and the cross-slice merge.
+        class_iou: Per-class overrides of ``iou`` (``None``: the detector card's calibrated
+            ``class_iou``; ``{}``: ``iou`` for every class).
         max_det: Detections per slice (ultralytics defaults to 300, too few for dense lots).
         resample: Resample the scene to the detector's training GSD.
         gsd_tolerance: Relative GSD mismatch that triggers a warning (or resampling).
@@ -83,6 +85,7 @@ class DetectConfig:
     batch: int = 8
     conf: float | None = None
     iou: float = 0.5
+    class_iou: dict[str, float] | None = None
     max_det: int = 2000
     resample: bool = False
     gsd_tolerance: float = 0.3
@@ -128,6 +131,13 @@ def class_thresholds(card: DetectorCard, conf: float | None = None) -> dict[str,
     if conf is not None:
         return dict.fromkeys(CLASSES, float(conf))
     return {c: float(card.count_conf.get(c, 0.25)) for c in CLASSES}
+
+
+def class_ious(card: DetectorCard, iou: float = 0.5, class_iou: dict[str, float] | None = None) -> dict[str, float]:
+    """NMS IoU threshold per class: ``class_iou`` (``None``: the card's calibrated ``class_iou``)
+    over ``iou``."""
+    over = card.class_iou if class_iou is None else class_iou
+    return {c: float(over.get(c, iou)) for c in CLASSES}
 
 
 def _slices(scene: Scene, size_px: int, overlap_px: int) -> Iterator[Window]:
@@ -214,6 +224,9 @@ def detect_scene(
         overlap_px = min(overlap_px, slice_px - 1)
         windows = tile_windows(info.width, info.height, slice_px, overlap_px)
         thresholds = class_thresholds(detector.card, cfg.conf)
+        ious = class_ious(detector.card, cfg.iou, cfg.class_iou)
+        # a plain number when all classes agree: detector stand-ins need not take a mapping
+        slice_iou: float | dict[str, float] = ious if len(set(ious.values())) > 1 else cfg.iou
         min_conf = min(thresholds.values(), default=0.25)
         all_boxes: list[np.ndarray] = []
         all_scores: list[np.ndarray] = []
@@ -236,7 +249,7 @@ def detect_scene(
                 extra: dict[str, str] = {"precision": cfg.precision} if cfg.precision != "fp32" else {}
                 if cfg.runtime != "torch":
                     extra["runtime"] = cfg.runtime
-                preds = detector.predict(imgs, conf=min_conf, iou=cfg.iou, imgsz=slice_model, max_det=cfg.max_det,
+                preds = detector.predict(imgs, conf=min_conf, iou=slice_iou, imgsz=slice_model, max_det=cfg.max_det,
                                          device=cfg.device, **extra)
                 for win, anns, ok in zip(batch_w, preds, valid, strict=True):
                     if not ok or not anns:
@@ -256,7 +269,8 @@ def detect_scene(
         metric = cfg.merge.removeprefix("nms-")
         thr = cfg.merge_threshold if cfg.merge_threshold is not None else (cfg.iou if metric == "iou" else DEFAULT_IOS)
         if cfg.merge == "partial":
-            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=cfg.iou, ios_thr=thr)
+            iou_thr = np.array([ious[c] for c in CLASSES]) if isinstance(slice_iou, dict) else cfg.iou
+            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=iou_thr, ios_thr=thr)
         else:
             keep, kept_boxes = nms_merge(boxes, scores, classes, metric=metric, threshold=thr)
         anns = [Annotation.from_bbox(CLASSES[classes[k]], b, score=float(scores[k]))

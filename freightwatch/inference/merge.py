@@ -45,7 +45,7 @@ def merge_slice_detections(
     scores: np.ndarray,
     classes: np.ndarray,
     cut: np.ndarray,
-    iou_thr: float = 0.5,
+    iou_thr: float | np.ndarray = 0.5,
     ios_thr: float = DEFAULT_IOS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detections to keep after merging overlapping slices.
@@ -55,7 +55,8 @@ def merge_slice_detections(
         scores: ``(N,)`` confidences.
         classes: ``(N,)`` class ids (boxes of different classes never suppress each other).
         cut: ``(N,)`` True where the box touches an interior slice border (a partial view).
-        iou_thr: Suppress a lower-scoring box with IoU above this.
+        iou_thr: Suppress a lower-scoring box with IoU above this (or above ``iou_thr[class id]``,
+            one threshold per class).
         ios_thr: ... or with intersection over the smaller box above this.
 
     Returns:
@@ -76,7 +77,8 @@ def merge_slice_detections(
     alive[i[dup & cut[i] & ~cut[j]]] = False
     alive[j[dup & cut[j] & ~cut[i]]] = False
     # 2) greedy suppression by score among what is left
-    suppress = (iou > iou_thr) | (ios > ios_thr)
+    thr = np.asarray(iou_thr, dtype=float)
+    suppress = (iou > (thr[classes[i]] if thr.ndim else thr)) | (ios > ios_thr)
     i, j = i[suppress], j[suppress]
     neighbours: dict[int, list[int]] = {}
     for a, b in zip(i.tolist(), j.tolist(), strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,8 @@ class DetectorCard:
         metrics: Validation metrics.
         count_conf: Per-class score thresholds for counting, chosen on calibration sites disjoint
             from training and test (empty: one threshold for all, 0.25 unless given).
+        class_iou: Per-class NMS IoU thresholds chosen on the same calibration sites, for classes
+            where the default (0.5) miscounts (empty: the default for all).
         extra: Anything else (augmentations, versions).
     """
 
@@ -94,6 +96,7 @@ class DetectorCard:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     metrics: dict[str, Any] = field(default_factory=dict)
     count_conf: dict[str, float] = field(default_factory=dict)
+    class_iou: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
@@ -133,6 +136,15 @@ class DetectorCard:
             raise InputFileError(path, "invalid detector card: 'model_yaml' and 'extra' must be objects")
         card.extra.update(extra)
         return card
+
+
+def _concat_groups(per_group: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image, the detections of every NMS group together."""
+    if len(per_group) == 1:
+        return per_group[0]
+    return [tuple(np.concatenate(parts) for parts in zip(*img, strict=True))  # type: ignore[misc]
+            for img in zip(*per_group, strict=True)]
 
 
 class Detector:
@@ -270,7 +282,7 @@ class Detector:
         self,
         images: Sequence[np.ndarray],
         conf: float = 0.25,
-        iou: float = 0.5,
+        iou: float | Mapping[str, float] = 0.5,
         imgsz: int | None = None,
         max_det: int = 2000,
         device: str | None = None,
@@ -287,6 +299,8 @@ class Detector:
         and other devices go through ``YOLO.predict``.
 
         Args:
+            iou: NMS IoU threshold, or one per class name (classes not named get 0.5); NMS is
+                class-wise either way.
             precision: ``fp32``, or ``bf16`` (CPU autocast to bfloat16: about 1.5-2x faster where
                 the CPU has AMX/AVX512-BF16, slower elsewhere; scores shift in the 2nd-3rd digit).
             runtime: What runs the CPU fast path's forward pass: ``torch``, ``onnxruntime`` (fp32)
@@ -305,16 +319,20 @@ class Detector:
 
             check_runtime(runtime, precision)
         size = imgsz or self.card.imgsz
+        groups = self._iou_groups(iou)
         if _on_cpu(device) and size % 32 == 0 and all(im.shape[:2] == (size, size) for im in images):
-            dets = self._predict_direct(images, conf, iou, max_det, precision, runtime)
+            dets = self._predict_direct(images, conf, groups, max_det, precision, runtime)
         else:
             bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]  # ultralytics expects OpenCV order
-            results = self.yolo.predict(
-                bgr, conf=conf, iou=iou, imgsz=size, max_det=max_det, verbose=False, device=device,
-                batch=len(bgr), half=False,
-            )
-            dets = [(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy())
-                    for r in results]
+            per_group = []
+            for thr, ids in groups:  # one pass per distinct threshold (usually one)
+                results = self.yolo.predict(
+                    bgr, conf=conf, iou=thr, imgsz=size, max_det=max_det, verbose=False, device=device,
+                    batch=len(bgr), half=False, classes=ids,
+                )
+                per_group.append([(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
+                                   r.boxes.cls.cpu().numpy()) for r in results])
+            dets = _concat_groups(per_group)
         out: list[list[Annotation]] = []
         for xyxy, scores, cls_ids in dets:
             anns = [
@@ -325,7 +343,22 @@ class Detector:
             out.append(anns)
         return out
 
-    def _predict_direct(self, images: Sequence[np.ndarray], conf: float, iou: float, max_det: int,
+    def _iou_groups(self, iou: float | Mapping[str, float]) -> list[tuple[float, list[int] | None]]:
+        """``(threshold, model class ids or None for all)`` per distinct NMS IoU threshold."""
+        if not isinstance(iou, Mapping):
+            return [(float(iou), None)]
+        unknown = sorted(set(iou) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"iou names unknown classes {unknown}; classes are {list(CLASSES)}")
+        by_thr: dict[float, list[int]] = {}
+        for k, name in self._cls_of.items():
+            by_thr.setdefault(float(iou.get(name, 0.5)) if name else 0.5, []).append(k)
+        if len(by_thr) == 1:
+            return [(next(iter(by_thr)), None)]
+        return [(thr, ids) for thr, ids in sorted(by_thr.items())]
+
+    def _predict_direct(self, images: Sequence[np.ndarray], conf: float,
+                        groups: float | list[tuple[float, list[int] | None]], max_det: int,
                         precision: str, runtime: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         import torch
         from ultralytics.utils import nms
@@ -344,13 +377,18 @@ class Detector:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 preds = net(x)
         preds = (preds[0] if isinstance(preds, (list, tuple)) else preds).float()
-        kept = nms.non_max_suppression(preds, conf, iou, None, False, max_det=max_det, nc=0,
-                                       end2end=getattr(net, "end2end", False))
+        if not isinstance(groups, list):
+            groups = [(float(groups), None)]
         h, w = images[0].shape[:2]
-        for d in kept:  # the predictor clips boxes to the image
-            d[:, [0, 2]] = d[:, [0, 2]].clamp(0, w)
-            d[:, [1, 3]] = d[:, [1, 3]].clamp(0, h)
-        return [(d[:, :4].numpy(), d[:, 4].numpy(), d[:, 5].numpy()) for d in kept]
+        per_group = []
+        for thr, ids in groups:  # class-wise NMS, restricted to the classes sharing this threshold
+            kept = nms.non_max_suppression(preds, conf, thr, ids, False, max_det=max_det, nc=0,
+                                           end2end=getattr(net, "end2end", False))
+            for d in kept:  # the predictor clips boxes to the image
+                d[:, [0, 2]] = d[:, [0, 2]].clamp(0, w)
+                d[:, [1, 3]] = d[:, [1, 3]].clamp(0, h)
+            per_group.append([(d[:, :4].numpy(), d[:, 4].numpy(), d[:, 5].numpy()) for d in kept])
+        return _concat_groups(per_group)
 
     def _fused_cpu_net(self) -> Any:
         """The network with conv+BN fused, in eval mode and channels-last (built once, on first use)."""

@@ -75,12 +75,14 @@ class DetectorRecipe:
     boat_lr0: float = 5e-4
 
 
-def detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, list[Any], Any]]:
+def detect_sites(det: Any, site_dirs: Sequence[Path], iou: float | None = None
+                 ) -> list[tuple[Path, Any, list[Any], Any]]:
     """Sliced detection at score 0.001 on labelled scene folders, for threshold sweeps.
 
     Args:
         det: A loaded :class:`~freightwatch.models.detector.Detector`.
         site_dirs: Folders holding ``scene.tif``, ``labels.json`` (COCO) and ``zones.geojson``.
+        iou: NMS IoU threshold for every class (``None``: the detector card's, 0.5 by default).
 
     Returns:
         ``(site folder, true labels, zones, detections)`` per site.
@@ -93,8 +95,8 @@ def detect_sites(det: Any, site_dirs: Sequence[Path]) -> list[tuple[Path, Any, l
     for d in site_dirs:
         gt = read_coco(d / "labels.json").images[0]
         zones, _ = read_zones(d / "zones.geojson")
-        res = detect_scene(d / "scene.tif", det, DetectConfig(conf=0.001), zones_path=d / "zones.geojson",
-                           show_progress=False)
+        cfg = DetectConfig(conf=0.001) if iou is None else DetectConfig(conf=0.001, iou=iou, class_iou={})
+        res = detect_scene(d / "scene.tif", det, cfg, zones_path=d / "zones.geojson", show_progress=False)
         out.append((d, gt, zones, res.labels))
     return out
 
@@ -164,6 +166,51 @@ def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
     return best
 
 
+def calibrate_counting(weights: str | Path, site_dirs: Sequence[Path], ious: Sequence[float] = (0.5, 0.4, 0.3),
+                       default_iou: float = 0.5, min_gain: float = 0.1, write: bool = True,
+                       grid: Sequence[float] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-class score thresholds and NMS IoU thresholds that minimise the zone count error.
+
+    For each IoU in ``ious`` the calibration sites are detected once and each class gets its best
+    score threshold (:func:`calibrate_count_thresholds`); a class keeps ``default_iou`` unless
+    another IoU cuts its calibration error by at least ``min_gain``. Objects that never overlap in
+    nadir imagery but whose neighbours' boxes (or shadows) overlap theirs, such as railcars on
+    adjacent tracks, can count better with a lower IoU; trucks packed at angles in lots count
+    worse. With ``write`` both go into the model card (``count_conf``, ``class_iou``).
+
+    Returns:
+        ``(count_conf, class_iou)``; ``class_iou`` holds only classes whose IoU is not the default.
+    """
+    from freightwatch.models.detector import Detector
+
+    det = Detector.load(weights)
+    ious = sorted({float(default_iou), *map(float, ious)}, reverse=True)
+    thr_at: dict[float, dict[str, float]] = {}
+    err_at: dict[float, dict[str, float]] = {}
+    for iou in ious:
+        runs = detect_sites(det, site_dirs, iou=iou)
+        thr_at[iou] = calibrate_count_thresholds(weights, site_dirs, grid=grid, write=False, runs=runs)
+        err_at[iou] = {c: class_count_errors(runs, c, [thr_at[iou][c]])[thr_at[iou][c]] for c in CLASSES}
+    count_conf: dict[str, float] = {}
+    class_iou: dict[str, float] = {}
+    for c in CLASSES:
+        base = err_at[default_iou][c]
+        best = min(ious, key=lambda i: (err_at[i][c], i != default_iou))
+        chosen = best if err_at[best][c] <= (1 - min_gain) * base else default_iou
+        count_conf[c] = thr_at[chosen][c]
+        if chosen != default_iou:
+            class_iou[c] = chosen
+        log.info("counting %s: IoU %.2f, score %.3f (calibration error %s)", c, chosen, count_conf[c],
+                 ", ".join(f"{err_at[i][c]:.0f} at IoU {i:.2f}" for i in ious))
+    if write:
+        det.card.count_conf, det.card.class_iou = count_conf, class_iou
+        det.card.extra["count_calibration"] = {
+            "sites": [Path(d).name for d in site_dirs],
+            "abs_error": {str(i): err_at[i] for i in ious}, "min_gain": min_gain}
+        det.card.save(Path(weights).with_suffix(".json"))
+    return count_conf, class_iou
+
+
 def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], conf: float | None = None
                                ) -> dict[str, Any]:
     """Sliced detection on whole held-out sites: COCO AP per class and per-zone count errors.
@@ -172,7 +219,7 @@ def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], c
     class's zones, with detections at ``conf`` (default: the card's per-class counting
     thresholds, else 0.25).
     """
-    from freightwatch.inference.detect import class_thresholds
+    from freightwatch.inference.detect import class_ious, class_thresholds
     from freightwatch.models.detector import Detector
 
     det = Detector.load(weights)
@@ -189,6 +236,7 @@ def evaluate_detector_on_sites(weights: str | Path, site_dirs: Sequence[Path], c
     ap = coco_metrics(gts, preds)
     count_err = {c: (abs_err[c] / true_tot[c] if true_tot[c] else None) for c in CLASSES}
     return nan_to_none({"coco": ap, "zone_count_rel_error": count_err, "conf": thresholds,
+                        "iou": class_ious(det.card),
                         "sites": [d.name for d in site_dirs], "per_zone": per_zone, "seconds": time.time() - t0})
 
 
@@ -298,10 +346,11 @@ def train_bundled_detector(
         card.extra["recipe"] = {"stages": stages}
         card.save(res.card)
     train_s = time.time() - t0
-    count_conf = calibrate_count_thresholds(res.weights, calib_sites) if calib_sites else {}
+    count_conf, class_iou = calibrate_counting(res.weights, calib_sites) if calib_sites else ({}, {})
     report = evaluate_detector_on_sites(res.weights, test_sites)
     report.update({"recipe": r.__dict__, "train_seconds": train_s, "train_sites": [p.name for p in train_sites],
-                   "calibration_sites": [p.name for p in calib_sites], "count_conf": count_conf})
+                   "calibration_sites": [p.name for p in calib_sites], "count_conf": count_conf,
+                   "class_iou": class_iou})
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for src in (res.weights, res.card):
