@@ -28,7 +28,7 @@ test: $(STAMP)
 # Retrain the bundled demo weights (CPU: about an hour each) and measure them on held-out sites.
 weights: $(STAMP)
 	# detector: 40 + 30 epochs on synthetic chips, then a 20-epoch boat stage (392 more chips holding
-	# boats); counting thresholds from 24 calibration sites
+	# boats); counting thresholds and per-class NMS IoU from 24 calibration sites
 	$(BIN)/python benchmarks/train_detector_weights.py --boat-epochs 20 --n-calib 24
 	$(BIN)/python benchmarks/train_density_weights.py
 	# density stages 2 and 3: 16 more epochs each from the previous stage on more training sites,
@@ -37,8 +37,11 @@ weights: $(STAMP)
 	   --train-seeds 1000:1080 --epochs 16 --lr 1.5e-3 --init runs/density-weights/density.safetensors
 	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-s3 --data runs/density-weights/data \
 	   --train-seeds 1000:1120 --epochs 16 --lr 1e-3 --init runs/density-cont/density.safetensors
-	cp runs/density-s3/density.safetensors runs/density-s3/density.json \
-	   runs/density-s3/density_accuracy.json freightwatch/weights/
+	# density stage 4: 12 epochs from stage 3 with crops centred on railcars 3x as often as on others
+	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-s4 --data runs/density-weights/data \
+	   --train-seeds 1000:1120 --epochs 12 --lr 1e-3 --init runs/density-s3/density.safetensors --class-focus railcar=3
+	cp runs/density-s4/density.safetensors runs/density-s4/density.json \
+	   runs/density-s4/density_accuracy.json freightwatch/weights/
 	# real-transfer detector: needs the real ship tiles in ../shared (development only)
 	@if [ -d ../shared/data/ships-google-earth ]; then \
 	  $(BIN)/python benchmarks/train_real_detector.py --out runs/real/det \
