@@ -26,6 +26,25 @@ def _parse_bands(text: str | None) -> tuple[int, int, int] | None:
     return bands  # type: ignore[return-value]
 
 
+def _parse_class_values(items: list[str] | None, option: str, lo: float, hi: float,
+                        lo_open: bool = False) -> dict[str, float]:
+    """``["railcar=0.4", ...]`` -> ``{"railcar": 0.4}``, each class a freightwatch class and each
+    value in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); usage errors name ``option``."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = float("nan")
+        if name.strip() not in CLASSES or not (lo < v <= hi if lo_open else lo <= v <= hi):
+            bound = f"{lo:g} {'<' if lo_open else '<='} value <= {hi:g}"
+            raise typer.BadParameter(f"expected CLASS=VALUE with CLASS in {', '.join(CLASSES)} and {bound}, "
+                                     f"got {item!r}", param_hint=option)
+        out[name.strip()] = v
+    return out
+
+
 def _load_mapping(path: Path | None):
     from freightwatch.taxonomy import ClassMapping
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from freightwatch.cli import app, console, stdout
-from freightwatch.cli.data import _load_mapping, _parse_bands
+from freightwatch.cli.data import _load_mapping, _parse_bands, _parse_class_values
 from freightwatch.cli.detect import train_app
 
 
@@ -20,22 +20,6 @@ def _parse_range(text: str) -> tuple[float, float]:
     if not 0 < lo <= hi:
         raise typer.BadParameter(f"expected 0 < min <= max, got {text!r}")
     return lo, hi
-
-
-def _parse_focus(items: list[str] | None) -> dict[str, float] | None:
-    """``railcar=3`` options -> ``{"railcar": 3.0}``."""
-    if not items:
-        return None
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise typer.BadParameter(f"expected CLASS=WEIGHT like railcar=3, got {item!r}")
-    return out
 
 
 @train_app.command("density")
@@ -76,7 +60,7 @@ def train_density_cmd(
         epochs=epochs, steps_per_epoch=steps, batch=batch, crop=crop, lr=lr, gsd_range=_parse_range(gsd_range),
         sigma=sigma, bands=bands, nir_band=nir_band, pretrained=pretrained, init=init, coarse=coarse,
         label_format=label_format, labels_name=labels_name, image_name=image_name, src_gsd=src_gsd, seed=seed,
-        threads=threads, class_focus=_parse_focus(class_focus),
+        threads=threads, class_focus=_parse_class_values(class_focus, "--class-focus", 0.0, float("inf")) or None,
     )
     res = train_density(data, out, cfg, val=val or None, mapping=_load_mapping(mapping))
     typer.echo(f"weights: {res.weights}\nconfig:  {res.config}\nmetrics: {res.metrics}")

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from freightwatch.cli import app, console, stdout
-from freightwatch.cli.data import _parse_bands, _parse_fractions
+from freightwatch.cli.data import _parse_bands, _parse_class_values, _parse_fractions
 from freightwatch.errors import FreightwatchError
 
 train_app = typer.Typer(help="Train models (detector for 0.3-1 m imagery).", no_args_is_help=True)
@@ -49,24 +49,11 @@ def train_detector_cmd(
 
 def _parse_class_iou(items: list[str] | None) -> dict[str, float] | None:
     """``railcar=0.4`` options -> ``{"railcar": 0.4}``; ``none`` -> ``{}``; nothing -> ``None`` (the card's)."""
-    from freightwatch.taxonomy import CLASSES
-
     if not items:
         return None
     if items == ["none"]:
         return {}
-    out: dict[str, float] = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            v = float(value)
-        except ValueError:
-            v = -1.0
-        if name not in CLASSES or not 0 < v <= 1:
-            raise typer.BadParameter(f"expected CLASS=IOU with CLASS in {', '.join(CLASSES)} and 0 < IOU <= 1, "
-                                     f"got {item!r}", param_hint="--class-iou")
-        out[name] = v
-    return out
+    return _parse_class_values(items, "--class-iou", 0.0, 1.0, lo_open=True)
 
 
 @app.command("detect")
