@@ -269,8 +269,8 @@ def detect_scene(
         metric = cfg.merge.removeprefix("nms-")
         thr = cfg.merge_threshold if cfg.merge_threshold is not None else (cfg.iou if metric == "iou" else DEFAULT_IOS)
         if cfg.merge == "partial":
-            iou_thr = np.array([ious[c] for c in CLASSES]) if isinstance(slice_iou, dict) else cfg.iou
-            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, iou_thr=iou_thr, ios_thr=thr)
+            keep, kept_boxes = merge_slice_detections(boxes, scores, classes, cut, ios_thr=thr,
+                                                      iou_thr=np.array([ious[c] for c in CLASSES]))
         else:
             keep, kept_boxes = nms_merge(boxes, scores, classes, metric=metric, threshold=thr)
         anns = [Annotation.from_bbox(CLASSES[classes[k]], b, score=float(scores[k]))

@@ -358,7 +358,7 @@ class Detector:
         return [(thr, ids) for thr, ids in sorted(by_thr.items())]
 
     def _predict_direct(self, images: Sequence[np.ndarray], conf: float,
-                        groups: float | list[tuple[float, list[int] | None]], max_det: int,
+                        groups: list[tuple[float, list[int] | None]], max_det: int,
                         precision: str, runtime: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         import torch
         from ultralytics.utils import nms
@@ -377,8 +377,6 @@ class Detector:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 preds = net(x)
         preds = (preds[0] if isinstance(preds, (list, tuple)) else preds).float()
-        if not isinstance(groups, list):
-            groups = [(float(groups), None)]
         h, w = images[0].shape[:2]
         per_group = []
         for thr, ids in groups:  # class-wise NMS, restricted to the classes sharing this threshold

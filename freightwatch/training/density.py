@@ -325,6 +325,12 @@ class _Source:
             self.reader.close()
 
 
+def _weighted_pick(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with probability proportional to ``weights`` (one ``rng.random()`` draw)."""
+    cum = np.cumsum(weights)
+    return min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(weights) - 1)
+
+
 class DensitySampler:
     """Draws training samples (coarse image, density targets, validity) deterministically.
 
@@ -368,16 +374,10 @@ class DensitySampler:
         max_x, max_y = max(0, src.width - size), max(0, src.height - size)
         if len(src.centers) and rng.random() < self.cfg.object_focus:
             present = np.unique(src.class_ids)
-            if self._focus is None:
-                cls = present[rng.integers(len(present))]
-            else:
-                p = self._focus[present]
-                cls = present[min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")),
-                                  len(present) - 1)]
+            cls = (present[rng.integers(len(present))] if self._focus is None
+                   else present[_weighted_pick(self._focus[present], rng)])
             idx = np.flatnonzero(src.class_ids == cls)
-            cum = np.cumsum(src.weights[idx])
-            pick = min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(idx) - 1)
-            cx, cy = src.centers[idx[pick]]
+            cx, cy = src.centers[idx[_weighted_pick(src.weights[idx], rng)]]
             x0 = int(np.floor(cx - rng.uniform(0.1, 0.9) * size))
             y0 = int(np.floor(cy - rng.uniform(0.1, 0.9) * size))
         else:
