@@ -93,8 +93,12 @@ def test_runtime_errors_say_what_is_wrong(det_and_chips, monkeypatch):
         check_runtime("onnxruntime", "bf16")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
-    with pytest.raises(FreightwatchError, match=r"pip install 'freightwatch\[openvino\]'"):
+    with pytest.raises(FreightwatchError, match=r"needs the openvino package: pip install 'freightwatch\[openvino\]'"):
         check_runtime("openvino")
+    # torch's ONNX export needs onnx too: say so before a run starts, not half-way through it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(FreightwatchError, match=r"runtime onnxruntime needs the onnx package"):
+        check_runtime("onnxruntime")
 
 
 def test_per_class_iou_is_class_wise_nms_at_each_threshold(det_and_chips):

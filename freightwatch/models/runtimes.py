@@ -23,7 +23,8 @@ from freightwatch.errors import FreightwatchError
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 """Runtimes :meth:`freightwatch.models.detector.Detector.predict` accepts."""
 
-_PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
+"""What each runtime imports: itself, and onnx for torch's ONNX export."""
 _PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 
 
@@ -41,9 +42,10 @@ def check_runtime(runtime: str, precision: str = "fp32") -> None:
     if runtime != "torch":
         import importlib.util
 
-        if importlib.util.find_spec(_PACKAGE[runtime]) is None:
-            raise FreightwatchError(f"runtime {runtime} needs the {_PACKAGE[runtime]} package: "
-                                    f"pip install 'freightwatch[{runtime}]'")
+        missing = [p for p in _PACKAGES[runtime] if importlib.util.find_spec(p) is None]
+        if missing:
+            raise FreightwatchError(f"runtime {runtime} needs the {' and '.join(missing)} package"
+                                    f"{'s' if len(missing) > 1 else ''}: pip install 'freightwatch[{runtime}]'")
 
 
 def _onnx_bytes(net: Any, imgsz: int) -> bytes:
