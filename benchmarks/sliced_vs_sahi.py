@@ -8,7 +8,10 @@ building them needs little memory), then for each scene size runs each method in
   ``freightwatch-nms`` / ``freightwatch-nms-bf16``: with ``merge="nms-ios"`` (plain NMS on
   intersection-over-smaller 0.7, SAHI's ``NMS`` postprocess) instead of the partial-view merge;
   an ``-ort`` or ``-ov`` part runs the forward pass in ONNX Runtime or OpenVINO
-  (``freightwatch-nms-ov``, ``freightwatch-nms-ov-bf16``; the export to ONNX is timed too);
+  (``freightwatch-nms-ov``, ``freightwatch-nms-ov-bf16``). The ONNX export is kept on disk
+  between runs (``freightwatch.models.runtimes.onnx_export``), so these time a warm start, as
+  every run after a detector's first; a ``-cold`` suffix (``freightwatch-nms-ov-cold``) starts
+  without it and times the export (about a second) too;
 - ``sahi``: ``get_sliced_prediction`` with SAHI's defaults (greedy NMM on IOS 0.5, plus a
   full-image standard prediction merged in); ``sahi-nms``: NMS on IoU 0.5, slices only;
   ``sahi-ios``: NMS on intersection-over-smaller 0.7, slices only (suppresses partial views
@@ -92,6 +95,12 @@ def peak_rss_mb() -> float:
 
 def _child(mode: str, scene: str, weights: str | None, out: str, slice_size: int, overlap: float, conf: float) -> None:
     """Run one method in this (fresh) process and dump its boxes and timings."""
+    if mode.endswith("-cold"):  # no ONNX export kept from an earlier run: the export is timed too
+        import os
+        import tempfile
+
+        os.environ["FREIGHTWATCH_HOME"] = tempfile.mkdtemp(prefix="fw-cold-")
+        mode = mode.removesuffix("-cold")
     from freightwatch.models.detector import Detector
 
     det = Detector.load(weights)

@@ -17,6 +17,7 @@ evaluation. Same seed, same weights on the same machine. Usage::
 
     .venv/bin/python benchmarks/train_density_weights.py --bundle
     .venv/bin/python benchmarks/train_density_weights.py --skip-train --bundle   # recalibrate only
+    .venv/bin/python benchmarks/train_density_weights.py --recalibrate W.safetensors --tta --out DIR
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="crop-centring weights per class, e.g. railcar=3 (others 1; default: uniform)")
     ap.add_argument("--tta", action="store_true", help="calibrate (and so run) with 8-fold test-time augmentation")
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/train/density.safetensors")
+    ap.add_argument("--recalibrate", type=Path, default=None,
+                    help="calibrate and evaluate these weights instead of training (implies --skip-train)")
     ap.add_argument("--bundle", action="store_true", help="copy the results into freightwatch/weights/")
     args = ap.parse_args(argv)
     import torch
@@ -114,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     t = time.time()
-    print(f"[1/4] synthetic training sites {train_seeds.start}-{train_seeds.stop - 1} -> {data}", flush=True)
-    scenes = make_sites(data, train_seeds)
+    train_dir = out / "train"
+    if args.recalibrate:  # an existing model, calibrated anew (the training sites are not needed)
+        train_dir.mkdir(parents=True, exist_ok=True)
+        for src in (args.recalibrate, args.recalibrate.with_suffix(".json")):
+            shutil.copyfile(src, train_dir / f"density{src.suffix}")
+        args.skip_train = True
+    if not args.skip_train:
+        print(f"[1/4] synthetic training sites {train_seeds.start}-{train_seeds.stop - 1} -> {data}", flush=True)
+        scenes = make_sites(data, train_seeds)
     timings["generate_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    train_dir = out / "train"
     if not args.skip_train:
         print(f"[2/4] training {args.epochs} x {args.steps} steps of {args.batch} x {args.crop}^2 "
               f"(init: {args.init or pretrained or 'scratch'})", flush=True)
@@ -162,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     model.config.metrics = {"heldout": {"rel_mae": summary["rel_mae"], "coverage": summary["coverage"],
                                         "seeds": [test_seeds.start, test_seeds.stop]}}
-    model.config.training = {**model.config.training, "recipe": accuracy["command"], "timings": timings}
+    trained_by = {"trained_by": model.config.training.get("recipe")} if args.skip_train else {}
+    model.config.training = {**model.config.training, **trained_by, "recipe": accuracy["command"],
+                             "timings": timings}
     weights = model.save(out / "density.safetensors")
     (out / "density_accuracy.json").write_text(json.dumps(accuracy, indent=2))
     print(format_table(summary))

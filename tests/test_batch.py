@@ -88,6 +88,17 @@ def _scene_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "scenes").glob("*.csv"))}
 
 
+def _assert_same_tables(got: dict[str, bytes], ref: dict[str, bytes]) -> None:
+    """The same files with the same rows; float columns equal to 1e-7 relative (a network's float
+    sums depend on how many threads run it: local runs use every core, Ray actors one each)."""
+    import io
+
+    assert sorted(got) == sorted(ref)
+    for name in ref:
+        a, b = pd.read_csv(io.BytesIO(got[name])), pd.read_csv(io.BytesIO(ref[name]))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-7, atol=1e-9, obj=name)
+
+
 @pytest.fixture(scope="module")
 def local_run(world, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "out"
@@ -242,8 +253,9 @@ def test_ray_engine_gives_the_same_results(world, local_run, ray_session, tmp_pa
                             "ray", "--method", "density", "--density-weights", world["weights"])
     assert code == 3, err
     assert "4 counted" in stdout and "ray engine" in stdout
-    assert _scene_files(out) == _scene_files(local_run)
-    assert (out / "counts.csv").read_bytes() == (local_run / "counts.csv").read_bytes()
+    _assert_same_tables(_scene_files(out), _scene_files(local_run))
+    _assert_same_tables({"counts.csv": (out / "counts.csv").read_bytes()},
+                        {"counts.csv": (local_run / "counts.csv").read_bytes()})
     assert {r["scene"] for r in read_failures(out / "failures.csv")} == set(BAD)
     stats = json.loads((out / "batch.json").read_text())["engine_stats"]
     assert stats["workers"] == 2 and 1 <= stats["peak_in_flight"] <= 4
@@ -271,4 +283,4 @@ def test_ray_isolates_a_scene_that_kills_its_worker_and_bounds_in_flight(world, 
     assert res.done == 3 and res.engine_stats["restarts"] == 1
     assert res.engine_stats["peak_in_flight"] <= 2  # back-pressure: never more submitted than allowed
     local = _scene_files(local_run)
-    assert _scene_files(out) == {k: v for k, v in local.items() if not k.startswith("g1-")}
+    _assert_same_tables(_scene_files(out), {k: v for k, v in local.items() if not k.startswith("g1-")})

@@ -119,3 +119,87 @@ def test_per_class_iou_is_class_wise_nms_at_each_threshold(det_and_chips):
     assert of(got, {"truck"}) == of(ref, {"truck"})
     with pytest.raises(ValueError, match="unknown classes"):
         det.predict(chips, iou={"tank": 0.3})
+
+
+def test_slice_nms_is_ultralytics_nms():
+    """OpenCV-run NMS keeps exactly the boxes ultralytics' non_max_suppression keeps."""
+    import torch
+    from ultralytics.utils import nms
+
+    from freightwatch.models.detector import slice_nms
+
+    rng = np.random.default_rng(0)
+    n = 600  # clustered boxes, so that suppression happens within and not across classes
+    centres = rng.uniform(0, 512, (40, 2))[rng.integers(0, 40, n)] + rng.normal(0, 4, (n, 2))
+    wh = rng.uniform(8, 40, (n, 2))
+    scores = rng.uniform(0, 1, (n, 3)).astype(np.float32) ** 3
+    preds = np.concatenate([centres.T, wh.T, scores.T]).astype(np.float32)
+    for conf, iou, classes in [(0.25, 0.5, None), (0.1, 0.3, [1]), (0.05, 0.7, [0, 2])]:
+        ref = nms.non_max_suppression(torch.from_numpy(preds)[None], conf, iou, classes, False, max_det=2000,
+                                      nc=0)[0].numpy()
+        xyxy, s, c = slice_nms(preds, conf, iou, classes)
+        assert 20 < len(ref) < n  # some boxes suppressed, some kept
+        np.testing.assert_allclose(xyxy, ref[:, :4], atol=1e-4)
+        np.testing.assert_array_equal(s, ref[:, 4])
+        np.testing.assert_array_equal(c, ref[:, 5])
+    xyxy, s, c = slice_nms(preds, 0.25, 0.5, max_det=7)
+    assert len(xyxy) == 7 and (np.diff(s) <= 0).all()
+    empty = slice_nms(preds, 1.0, 0.5)
+    assert empty[0].shape == (0, 4)
+
+
+def test_onnx_export_is_cached_by_weights(det_and_chips, monkeypatch, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from freightwatch.models import runtimes
+
+    monkeypatch.setenv("FREIGHTWATCH_HOME", str(tmp_path))
+    det, chips = det_and_chips
+    net = det._fused_cpu_net()
+    first = runtimes.onnx_export(net, 64)
+    assert first.parent == tmp_path / "onnx" and first.stat().st_size > 100_000
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(runtimes, "_onnx_bytes", no_export)
+    assert runtimes.onnx_export(net, 64) == first  # same weights, same size: the file is reused
+    ex = runtimes.ExportedNet(net, 64, "openvino")
+    assert ex.run_images(np.zeros((2, 64, 64, 3), np.uint8)).shape[0] == 2
+    # other weights are another file
+    monkeypatch.undo()
+    monkeypatch.setenv("FREIGHTWATCH_HOME", str(tmp_path))
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert runtimes.onnx_export(other, 64) != first
+    # a damaged cached file is exported again, not an error
+    first.write_bytes(b"not onnx")
+    ex = runtimes.ExportedNet(net, 64, "openvino")
+    assert first.stat().st_size > 100_000
+    assert ex.run_images(np.zeros((1, 64, 64, 3), np.uint8)).shape[0] == 1
+    # without the cache nothing is left behind
+    before = set((tmp_path / "onnx").iterdir())
+    runtimes.ExportedNet(net, 96, "onnxruntime", cache=False)
+    assert set((tmp_path / "onnx").iterdir()) == before
+
+
+def test_net_parts_compose_to_the_network(det_and_chips):
+    import torch
+
+    from freightwatch.models.runtimes import net_parts
+
+    det, chips = det_and_chips
+    net = det._fused_cpu_net()
+    x = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        whole = net(x)[0]
+        for split in (1, 5, len(net.model) - 1):
+            stem, head = net_parts(net, split)
+            torch.testing.assert_close(head(*stem(x)), whole, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="split"):
+        net_parts(net, 0)

@@ -187,10 +187,17 @@ class Stretch:
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """Stretch a ``(bands, H, W)`` array to uint8."""
+        if data.dtype == np.uint8 and self.is_identity:  # the common 8-bit scene: nothing to compute
+            return data.copy()
         lo = np.asarray(self.low, dtype=np.float32)[:, None, None]
         hi = np.asarray(self.high, dtype=np.float32)[:, None, None]
         out = (data.astype(np.float32) - lo) / np.maximum(hi - lo, 1e-6) * 255.0
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether this stretch maps 0-255 onto itself."""
+        return all(v == 0.0 for v in self.low) and all(v == 255.0 for v in self.high)
 
     @classmethod
     def identity(cls, nbands: int) -> Stretch:
@@ -342,22 +349,30 @@ class Scene:
         # treat fill_value as nodata, which would mask genuine zero pixels.
         c0, r0 = max(col, 0), max(row, 0)
         c1, r1 = min(col + w, ds.width), min(row + h, ds.height)
-        arr = np.zeros((3, h, w), dtype=ds.dtypes[0])
-        mask = np.zeros((h, w), dtype=bool)
         if c1 > c0 and r1 > r0:
             inner = Window(c0, r0, c1 - c0, r1 - r0)
             try:
                 data = ds.read(list(self.bands), window=inner, masked=True)
             except RasterioIOError as exc:
                 raise RasterError(self.path, f"cannot read pixels at {inner} ({_short(exc)}); truncated file?") from exc
-            sl = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
-            arr[:, sl[0], sl[1]] = np.ma.filled(data, 0)
-            mask[sl] = ~np.ma.getmaskarray(data).any(axis=0)
+            # masked pixels hold the nodata value here; they are zeroed after the stretch
+            values, bad = np.ma.getdata(data), np.ma.getmaskarray(data).any(axis=0)
+        if (c0, r0, c1, r1) == (col, row, col + w, row + h):  # wholly inside: no padding to do
+            arr, mask = values, ~bad
+        else:
+            arr = np.zeros((3, h, w), dtype=ds.dtypes[0])
+            mask = np.zeros((h, w), dtype=bool)
+            if c1 > c0 and r1 > r0:
+                sl = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+                arr[:, sl[0], sl[1]] = values
+                mask[sl] = ~bad
         if np.issubdtype(arr.dtype, np.floating):
             mask &= np.isfinite(arr).all(axis=0)
             arr = np.nan_to_num(arr)
-        rgb = self.stretch.apply(arr)
-        rgb[:, ~mask] = 0
+        # an 8-bit scene as it is: the array is fresh from GDAL, so ours to change
+        rgb = arr if arr.dtype == np.uint8 and self.stretch.is_identity else self.stretch.apply(arr)
+        if not mask.all():
+            rgb[:, ~mask] = 0
         return np.ascontiguousarray(rgb.transpose(1, 2, 0)), mask
 
     def read_overview(self, max_side: int = 2048) -> tuple[np.ndarray, float]:

@@ -147,6 +147,45 @@ def _concat_groups(per_group: list[list[tuple[np.ndarray, np.ndarray, np.ndarray
             for img in zip(*per_group, strict=True)]
 
 
+def slice_nms(preds: np.ndarray, conf: float, iou: float, classes: Sequence[int] | None = None,
+              max_det: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise greedy NMS of one image's raw YOLO output, as ultralytics' ``non_max_suppression``.
+
+    The same steps (best class per anchor, score strictly above ``conf``, centre boxes to corners,
+    greedy suppression above IoU ``iou`` within a class, at most ``max_det`` kept in score order),
+    but run by OpenCV's C++ NMS: ultralytics otherwise falls back to a Python loop of torch ops
+    (~3.5 ms a slice), or needs torchvision, whose import costs ~1 s per process.
+
+    Args:
+        preds: ``(4 + classes, anchors)`` float array, boxes as centre x, y, width, height.
+        classes: Model class ids to keep (``None``: all).
+
+    Returns:
+        ``(xyxy (n, 4) float32, scores (n,), class ids (n,))``, highest score first.
+    """
+    import cv2
+
+    p = np.asarray(preds, dtype=np.float32)
+    cls_scores = p[4:]
+    cls_ids = cls_scores.argmax(0)
+    scores = cls_scores[cls_ids, np.arange(p.shape[1])]
+    keep = scores > conf
+    if classes is not None:
+        keep &= np.isin(cls_ids, np.asarray(classes))
+    idx = np.flatnonzero(keep)
+    xy, half = p[:2, idx].T, p[2:4, idx].T / 2
+    xyxy = np.concatenate([xy - half, xy + half], axis=1)
+    scores, cls_ids = scores[idx], cls_ids[idx]
+    if not len(idx):
+        return xyxy, scores, cls_ids
+    # OpenCV takes x, y, width, height; NMSBoxesBatched keeps classes apart
+    rects = np.column_stack([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]]).astype(np.float64)
+    kept = np.asarray(cv2.dnn.NMSBoxesBatched(rects, scores, cls_ids.astype(np.int32), float(conf), float(iou)),
+                      dtype=np.int64).reshape(-1)
+    kept = kept[np.argsort(-scores[kept], kind="stable")][:max_det]
+    return xyxy[kept], scores[kept], cls_ids[kept]
+
+
 class Detector:
     """A loaded detector: predicts oriented-as-axis-aligned boxes for truck, railcar and boat.
 
@@ -295,14 +334,16 @@ class Detector:
 
         On the CPU, a batch of images that already have the model's input size (the slices of
         sliced inference) skips ultralytics' predictor: one channels-last forward pass of the
-        fused network, then ultralytics' own NMS, so the boxes are the predictor's. Other batches
-        and other devices go through ``YOLO.predict``.
+        fused network, then ultralytics' NMS steps (run by OpenCV: :func:`slice_nms`), so the boxes
+        are the predictor's. Other batches and other devices go through ``YOLO.predict``.
 
         Args:
             iou: NMS IoU threshold, or one per class name (classes not named get 0.5); NMS is
                 class-wise either way.
-            precision: ``fp32``, or ``bf16`` (CPU autocast to bfloat16: about 1.5-2x faster where
-                the CPU has AMX/AVX512-BF16, slower elsewhere; scores shift in the 2nd-3rd digit).
+            precision: ``fp32``, or ``bf16`` (about 1.5-2x faster where the CPU has AMX or
+                AVX512-BF16, slower elsewhere; scores shift in the 2nd-3rd digit). PyTorch autocasts
+                the whole network; OpenVINO keeps the stem in float32 (see
+                :func:`freightwatch.models.runtimes.net_parts`), which keeps its boxes closer to fp32's.
             runtime: What runs the CPU fast path's forward pass: ``torch``, ``onnxruntime`` (fp32)
                 or ``openvino`` (fp32 or bf16); see :mod:`freightwatch.models.runtimes`. Batches
                 that do not take the fast path always run in PyTorch.
@@ -361,31 +402,41 @@ class Detector:
                         groups: list[tuple[float, list[int] | None]], max_det: int,
                         precision: str, runtime: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         import torch
-        from ultralytics.utils import nms
 
         net = self._fused_cpu_net()
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+        batch = np.stack(images)
         if runtime != "torch":
-            key = (runtime, precision, int(x.shape[-1]))
+            key = (runtime, precision, int(batch.shape[1]))
             if key not in self._exported or self._exported[key][1] is not net:
                 from freightwatch.models.runtimes import ExportedNet
 
                 self._exported[key] = (ExportedNet(net, key[2], runtime, precision), net)
-            preds = self._exported[key][0](x)
+            preds = self._exported[key][0].run_images(batch)
         else:
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 preds = net(x)
         preds = (preds[0] if isinstance(preds, (list, tuple)) else preds).float()
+        end2end = getattr(net, "end2end", False)  # NMS-free heads (YOLOv10/26): ultralytics filters those
         h, w = images[0].shape[:2]
         per_group = []
         for thr, ids in groups:  # class-wise NMS, restricted to the classes sharing this threshold
-            kept = nms.non_max_suppression(preds, conf, thr, ids, False, max_det=max_det, nc=0,
-                                           end2end=getattr(net, "end2end", False))
-            for d in kept:  # the predictor clips boxes to the image
-                d[:, [0, 2]] = d[:, [0, 2]].clamp(0, w)
-                d[:, [1, 3]] = d[:, [1, 3]].clamp(0, h)
-            per_group.append([(d[:, :4].numpy(), d[:, 4].numpy(), d[:, 5].numpy()) for d in kept])
+            kept = []
+            for p in preds:
+                if end2end:
+                    from ultralytics.utils import nms
+
+                    d = nms.non_max_suppression(p[None], conf, thr, ids, False, max_det=max_det, nc=0,
+                                                end2end=True)[0].numpy()
+                    xyxy, scores, cls_ids = d[:, :4].copy(), d[:, 4], d[:, 5]
+                else:
+                    xyxy, scores, cls_ids = slice_nms(p.numpy(), conf, thr, ids, max_det)
+                # the predictor clips boxes to the image
+                xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+                xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+                kept.append((xyxy, scores, cls_ids))
+            per_group.append(kept)
         return _concat_groups(per_group)
 
     def _fused_cpu_net(self) -> Any:
