@@ -40,8 +40,11 @@ weights: $(STAMP)
 	# density stage 4: 12 epochs from stage 3 with crops centred on railcars 3x as often as on others
 	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-s4 --data runs/density-weights/data \
 	   --train-seeds 1000:1120 --epochs 12 --lr 1e-3 --init runs/density-s3/density.safetensors --class-focus railcar=3
-	cp runs/density-s4/density.safetensors runs/density-s4/density.json \
-	   runs/density-s4/density_accuracy.json freightwatch/weights/
+	# density stage 5: the stage-4 weights calibrated again with 8-fold test-time augmentation
+	$(BIN)/python benchmarks/train_density_weights.py --out runs/density-s5-tta \
+	   --recalibrate runs/density-s4/density.safetensors --train-seeds 1000:1120 --tta
+	cp runs/density-s5-tta/density.safetensors runs/density-s5-tta/density.json \
+	   runs/density-s5-tta/density_accuracy.json freightwatch/weights/
 	# real-transfer detector: needs the real ship tiles in ../shared (development only)
 	@if [ -d ../shared/data/ships-google-earth ]; then \
 	  $(BIN)/python benchmarks/train_real_detector.py --out runs/real/det \

@@ -433,3 +433,36 @@ def test_cli_train_density(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", "density", str(data), "--out", str(tmp_path / "bad"), "--class-focus", "railcar"])
     assert exc.value.code == 2
+
+
+def test_tta_follows_the_calibration_unless_asked_and_warns_when_it_differs(tmp_path: Path, monkeypatch) -> None:
+    model = DensityModel.load(None)  # the bundled weights carry a calibration, with its tta flag
+    calibrated = bool(model.config.interval["tta"])
+    scene = _scene(tmp_path / "scene.tif", 64, 64)
+    seen: list[bool] = []
+    real = model.predict
+
+    def spy(img, valid=None, tta=False):
+        seen.append(tta)
+        return real(img, valid, tta=tta)
+
+    monkeypatch.setattr(model, "predict", spy)
+    res = density_scene(scene, model, tmp_path / "a", None, DensityRunConfig(show_progress=False))
+    assert set(seen) == {calibrated} and not any("test-time" in w for w in res.warnings)
+    seen.clear()
+    res = density_scene(scene, model, tmp_path / "b", None, DensityRunConfig(tta=not calibrated, show_progress=False))
+    assert set(seen) == {not calibrated}
+    assert any("calibrated with test-time augmentation" in w for w in res.warnings)
+    # the command line passes --tta / --no-tta through
+    import freightwatch.inference.density as dens
+
+    got: list[bool | None] = []
+
+    def fake(scene, out, weights, zones, cfg):
+        got.append(cfg.tta)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(dens, "density_to_dir", fake)
+    for flag, want in (("--tta", True), ("--no-tta", False), (None, None)):
+        _run(["density", str(scene), "--out", str(tmp_path / "c")] + ([flag] if flag else []))
+        assert got[-1] is want

@@ -140,3 +140,23 @@ def test_all_nodata_scene_is_reported(tmp_path):
     p = write_geotiff(tmp_path / "empty.tif", arr, "EPSG:32651", Affine(1, 0, 0, 0, -1, 0), nodata=0)
     with Scene(p) as s, pytest.raises(RasterError, match="all nodata"):
         s.read_rgb()
+
+
+def test_uint8_windows_inside_and_past_the_border(tmp_path):
+    """8-bit pixels come back as stored; nodata pixels and padding are zero and masked."""
+    arr = np.random.default_rng(1).integers(10, 250, (3, 40, 50)).astype("uint8")
+    arr[:, 3, 4] = 7  # nodata
+    p = write_geotiff(tmp_path / "n.tif", arr, "EPSG:32651", Affine(0.5, 0, 0, 0, -0.5, 0), nodata=7)
+    with Scene(p) as s:
+        rgb, mask = s.read_rgb(Window(2, 2, 20, 20))  # wholly inside
+        assert not mask[1, 2] and mask.sum() == 20 * 20 - 1 and (rgb[1, 2] == 0).all()
+        expect = arr[:, 2:22, 2:22].transpose(1, 2, 0).copy()
+        expect[1, 2] = 0
+        np.testing.assert_array_equal(rgb, expect)
+        rgb, mask = s.read_rgb(Window(40, 30, 20, 20))  # 10 x 10 inside, the rest padding
+        assert mask[:10, :10].all() and not mask[10:].any() and not mask[:, 10:].any()
+        np.testing.assert_array_equal(rgb[:10, :10], arr[:, 30:, 40:].transpose(1, 2, 0))
+        assert (rgb[10:] == 0).all() and (rgb[:, 10:] == 0).all()
+        rgb2, _ = s.read_rgb(Window(2, 2, 20, 20))
+        rgb2[:] = 1  # a returned window is the caller's: changing it changes no later read
+        np.testing.assert_array_equal(s.read_rgb(Window(2, 2, 20, 20))[0], expect)

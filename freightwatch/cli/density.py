@@ -81,12 +81,15 @@ def density_cmd(
     nir_band: int | None = typer.Option(None, "--nir-band", help="NIR band for 4-band models (default 4)."),
     gdal_cache_mb: int = typer.Option(128, "--gdal-cache-mb", min=0, help="GDAL block cache while scanning, MB "
                                       "(caps memory on huge scenes; 0: GDAL's default, 5 % of RAM)."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Average the 8 rotations/flips of each tile "
+                                    "(8x slower; default: as the weights were calibrated, see the README)."),
 ) -> None:
     """Count trucks, railcars and boats in coarse imagery: writes density.tif, counts.csv and counts.json."""
     from freightwatch.inference.density import DensityRunConfig, density_to_dir
 
     cfg = DensityRunConfig(tile=tile, margin=margin, coverage=coverage, force=force, gsd=gsd,
-                           bands=_parse_bands(bands), nir_band=nir_band, gdal_cache_mb=gdal_cache_mb or None)
+                           bands=_parse_bands(bands), nir_band=nir_band, gdal_cache_mb=gdal_cache_mb or None,
+                           tta=tta)
     result = density_to_dir(scene, out, weights, zones, cfg)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -286,7 +286,12 @@ def density_scene(
         # Calibrated per-class scale at this GSD: applied to the map itself, so every integral of
         # density.tif is the reported (corrected) count.
         scale = np.array([corrected_count(mcfg.interval, 1.0, c, gsd) for c in classes], dtype=np.float32)
-        tta = bool((mcfg.interval or {}).get("tta", False)) if cfg.tta is None else cfg.tta
+        calibrated_tta = bool((mcfg.interval or {}).get("tta", False))
+        tta = calibrated_tta if cfg.tta is None else cfg.tta
+        if mcfg.interval and tta != calibrated_tta:
+            on_off = {True: "on", False: "off"}
+            warnings.append(f"the weights were calibrated with test-time augmentation {on_off[calibrated_tta]}; "
+                            f"with it {on_off[tta]} the count scale and intervals may not hold")
         density_path = out / "density.tif"
         tmp = out / ".density.tif.tmp"
         profile = {
