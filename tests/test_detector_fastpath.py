@@ -203,3 +203,19 @@ def test_net_parts_compose_to_the_network(det_and_chips):
             torch.testing.assert_close(head(*stem(x)), whole, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="split"):
         net_parts(net, 0)
+
+
+def test_onnx_exports_are_not_kept_in_a_folder_others_can_write(det_and_chips, monkeypatch, tmp_path, caplog):
+    pytest.importorskip("onnx")
+    from freightwatch.models import runtimes
+
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o777)
+    monkeypatch.setenv("FREIGHTWATCH_HOME", str(home))
+    det, _ = det_and_chips
+    path = runtimes.onnx_export(det._fused_cpu_net(), 64)
+    assert home not in path.parents  # a temporary file, not the shared folder
+    path.unlink()
+    assert not list((home / "onnx").iterdir())
+    assert "not a folder only this user can write" in caplog.text

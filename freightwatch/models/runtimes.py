@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,8 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 _PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
 """What each runtime imports: itself, and onnx for torch's ONNX export."""
+log = logging.getLogger(__name__)
+
 _OPSET = 17
 _PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 
@@ -174,6 +177,19 @@ def _net_key(net: Any, imgsz: int, part: str) -> str:
     return h.hexdigest()[:32]
 
 
+def _private_dir(path: Path) -> bool:
+    """Whether ``path`` and its parent are (or can be made) folders of this user's that nobody else
+    can write: a cached export is run as found, so one planted in a shared temporary folder must
+    not be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stats = [path.stat(), path.parent.stat()]  # the parent too: whoever can write it can swap the folder
+    except OSError:
+        return False
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    return all((uid is None or st.st_uid == uid) and not st.st_mode & 0o022 for st in stats)
+
+
 def onnx_export(net: Any, imgsz: int, cache: bool = True, part: str = "all") -> Path:
     """The network (or one ``part`` of it: ``all``, ``stem``, ``head``) exported to ONNX, as a file.
 
@@ -185,6 +201,10 @@ def onnx_export(net: Any, imgsz: int, cache: bool = True, part: str = "all") -> 
     """
     if part not in ("all", "stem", "head"):
         raise ValueError(f"part must be all, stem or head, not {part!r}")
+    if cache and not _private_dir(onnx_cache_dir()):
+        log.warning("%s is not a folder only this user can write: ONNX exports are not kept there",
+                    onnx_cache_dir())
+        cache = False
     if not cache:
         fd, tmp = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(fd, "wb") as f:
