@@ -202,6 +202,27 @@ def test_known_misses_and_false_detections_give_known_values(tmp_path):
     assert (b["true"], b["detector_best_f1"], b["detector_conf"]) == (2, 1, 2)
 
 
+def test_user_thresholds_default_to_the_cards_counting_thresholds(tmp_path):
+    """Without --conf, counts at the user threshold are those `freightwatch detect` would give."""
+    data = _dataset(tmp_path / "data")
+    ds = load_dataset(data, "coco")
+    models = _models(tmp_path)
+    models.detector.card.count_conf = {"truck": 0.7}  # calibrated: above the false truck's 0.6
+    res = run_benchmark(ds, tmp_path / "card", models, BenchmarkConfig(examples=0, show_progress=False))
+    det = res.metrics["detection"]
+    assert det["user_thresholds"] == {"truck": 0.7, "railcar": 0.25, "boat": 0.25}
+    assert det["pr"]["truck"]["at_conf"]["threshold"] == pytest.approx(0.7)
+    per_image = pd.read_csv(tmp_path / "card" / "counts_per_image.csv")
+    b = per_image[(per_image["image"] == "b.tif") & (per_image["class"] == "truck")].iloc[0]
+    assert b["detector_conf"] == 1  # the false truck is below the card's threshold
+    # --conf still sets one threshold for every class
+    res = run_benchmark(ds, tmp_path / "conf", models, BenchmarkConfig(conf=0.25, examples=0, show_progress=False))
+    assert res.metrics["detection"]["user_thresholds"] == dict.fromkeys(("truck", "railcar", "boat"), 0.25)
+    per_image = pd.read_csv(tmp_path / "conf" / "counts_per_image.csv")
+    b = per_image[(per_image["image"] == "b.tif") & (per_image["class"] == "truck")].iloc[0]
+    assert b["detector_conf"] == 2
+
+
 def test_counts_per_zone(tmp_path):
     data = _dataset(tmp_path / "data")
     # the west half of each image (x < 32 m) holds a's first truck and its boat, and both of b's trucks
@@ -253,7 +274,8 @@ REQUIRED = {
     "data": {"path", "format", "mapping", "images", "images_evaluated", "images_left_out", "left_out", "objects",
              "dropped_unmapped", "skipped_records", "gsd_m", "gsd_source", "width_px", "height_px",
              "images_with_zones", "zones"},
-    "detection": {"coco", "pr", "thresholds", "iou_match", "min_score", "max_dets", "size_buckets_px2"},
+    "detection": {"coco", "pr", "thresholds", "user_thresholds", "iou_match", "min_score", "max_dets",
+                  "size_buckets_px2"},
     "counting": {"methods", "per_image", "per_zone", "per_zone_note"},
     "models": {"detector", "density"},
     "versions": {"freightwatch", "python", "platform", "numpy", "pycocotools"},

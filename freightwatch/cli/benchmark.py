@@ -26,7 +26,9 @@ def benchmark_cmd(
                                                                     "0.3,0.5,1,2,3,5 (default: no sweep)."),
     mapping: str | None = typer.Option(None, help="Class mapping: builtin, dota, xview, freightwatch, or a YAML file "
                                                   "(default: the format's own)."),
-    conf: float = typer.Option(0.25, help="Your detector score threshold (counts are also reported at best F1)."),
+    conf: float | None = typer.Option(None, help="Your detector score threshold for every class (default: the "
+                                      "detector card's per-class counting thresholds, as `freightwatch detect` "
+                                      "uses them); counts are also reported at best F1."),
     zones: Path | None = typer.Option(None, "--zones", help="Zones GeoJSON for every image (default: zones.geojson "
                                                             "beside each image, if any)."),
     images: Path | None = typer.Option(None, "--images", help="Image folder, where the label format does not say."),

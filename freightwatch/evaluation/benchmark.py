@@ -63,6 +63,7 @@ from freightwatch.evaluation.predict import (
     detect_file,
 )
 from freightwatch.evaluation.samples import Dataset, Sample
+from freightwatch.inference.detect import class_thresholds
 from freightwatch.models.density import DensityModel, bundled_density
 from freightwatch.models.detector import Detector, bundled_detector, git_commit
 from freightwatch.taxonomy import CLASSES
@@ -93,7 +94,9 @@ class BenchmarkConfig:
     """Settings of a benchmark run (mirrors ``freightwatch benchmark`` options).
 
     Attributes:
-        conf: The user's detector score threshold (counts are reported at it too).
+        conf: The user's detector score threshold for every class (counts are reported at it too);
+            ``None``: the detector card's per-class counting thresholds, as ``freightwatch detect``
+            uses them (0.25 where the card has none).
         iou: IoU for matching detections to ground truth (PR curves, F1, examples).
         min_score: Detections below this score are dropped before evaluation.
         max_det: Detections kept per image for AP (at least five times its ground truth).
@@ -112,7 +115,7 @@ class BenchmarkConfig:
         show_progress: Progress bars (``None``: when stderr is a terminal).
     """
 
-    conf: float = 0.25
+    conf: float | None = None
     iou: float = 0.5
     min_score: float = 0.001
     max_det: int = 1000
@@ -130,7 +133,7 @@ class BenchmarkConfig:
     show_progress: bool | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.conf <= 1 or not 0 <= self.min_score <= 1:
+        if (self.conf is not None and not 0 <= self.conf <= 1) or not 0 <= self.min_score <= 1:
             raise FreightwatchError(f"score thresholds must be in [0, 1] (conf={self.conf}, "
                                     f"min_score={self.min_score})")
         if not 0 < self.iou < 1:
@@ -345,8 +348,8 @@ def _pr_curves(records: list[ImageRecord]) -> dict[str, tuple[PRCurve, np.ndarra
     return out
 
 
-def _count_rows(records: list[ImageRecord], thresholds: dict[str, float], conf: float) -> tuple[pd.DataFrame,
-                                                                                                pd.DataFrame]:
+def _count_rows(records: list[ImageRecord], thresholds: dict[str, float], user: dict[str, float]
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long tables of counts per (image, class) and per (image, zone, class)."""
     img_rows, zone_rows = [], []
     for r in records:
@@ -356,7 +359,7 @@ def _count_rows(records: list[ImageRecord], thresholds: dict[str, float], conf: 
             if r.pred is not None:
                 sel = r.pred.classes == k
                 row["detector_best_f1"] = float((sel & (r.pred.scores >= thresholds[c])).sum())
-                row["detector_conf"] = float((sel & (r.pred.scores >= conf)).sum())
+                row["detector_conf"] = float((sel & (r.pred.scores >= user[c])).sum())
             if r.density is not None and c in r.density.counts:
                 v, lo, hi = r.density.counts[c]
                 row.update(density=v, density_lower=lo, density_upper=hi, density_gsd=r.density.gsd)
@@ -370,7 +373,7 @@ def _count_rows(records: list[ImageRecord], thresholds: dict[str, float], conf: 
                 if r.pred is not None:
                     sel = (r.pred.classes == k) & (r.pred_zone == zi)
                     row["detector_best_f1"] = float((sel & (r.pred.scores >= thresholds[c])).sum())
-                    row["detector_conf"] = float((sel & (r.pred.scores >= conf)).sum())
+                    row["detector_conf"] = float((sel & (r.pred.scores >= user[c])).sum())
                 if r.density is not None and (z.name, c) in r.density.zones:
                     v, lo, hi = r.density.zones[(z.name, c)]
                     row.update(density=v, density_lower=lo, density_upper=hi)
@@ -521,7 +524,10 @@ def run_benchmark(
 
     # Detection: COCO AP, PR curves, thresholds.
     detection = None
-    thresholds = dict.fromkeys(CLASSES, cfg.conf)
+    # the user's thresholds: --conf for every class, else those `freightwatch detect` would use
+    user = class_thresholds(models.detector.card, cfg.conf) if models.detector is not None \
+        else dict.fromkeys(CLASSES, 0.25 if cfg.conf is None else cfg.conf)
+    thresholds = dict(user)
     curves: dict[str, tuple[PRCurve, np.ndarray, np.ndarray]] = {}
     if models.detector is not None:
         with_pred = [r for r in records if r.pred is not None]
@@ -534,15 +540,15 @@ def run_benchmark(
             note = None
             if thr is None:
                 note = "no ground truth" if curve.n_gt == 0 else "no correct detection"
-                note += f": counts use the user threshold {cfg.conf:g}"
-            thresholds[c] = thr if thr is not None else cfg.conf
+                note += f": counts use the user threshold {user[c]:g}"
+            thresholds[c] = thr if thr is not None else user[c]
             pr[c] = {"n_gt": curve.n_gt, "n_det": len(s), "best_f1": f1_at(s, t, curve.n_gt, thresholds[c]),
-                     "at_conf": f1_at(s, t, curve.n_gt, cfg.conf), "note": note}
-        detection = {"coco": coco, "pr": pr, "thresholds": thresholds, "iou_match": cfg.iou,
+                     "at_conf": f1_at(s, t, curve.n_gt, user[c]), "note": note}
+        detection = {"coco": coco, "pr": pr, "thresholds": thresholds, "user_thresholds": user, "iou_match": cfg.iou,
                      "min_score": cfg.min_score, "max_dets": max_dets,
                      "size_buckets_px2": {k: list(v) for k, v in AREA_BUCKETS.items() if k != "all"}}
 
-    per_image, per_zone = _count_rows(records, thresholds, cfg.conf)
+    per_image, per_zone = _count_rows(records, thresholds, user)
     methods = [m for m in COUNT_METHODS if len(per_image) and per_image[m].notna().any()]
     counting = {
         "methods": methods,
@@ -568,7 +574,7 @@ def run_benchmark(
         ok_samples = [s for s in dataset.samples if str(s.image) in image_gsd]
         pcfg = PredictConfig(min_score=cfg.min_score, batch=cfg.batch, device=cfg.device, bands=cfg.bands,
                              coverage=cfg.coverage)
-        sweep_result = run_sweep(ok_samples, cfg.sweep, models.detector, models.density, thresholds, cfg.conf, pcfg,
+        sweep_result = run_sweep(ok_samples, cfg.sweep, models.detector, models.density, thresholds, user, pcfg,
                                  image_gsd, cfg.max_pixels, cfg.seed, cfg.show_progress)
         sweep = {"gsds": list(cfg.sweep), "rows": sweep_result.rows,
                  "skipped": [{"image": n, "gsd": g, "reason": why} for n, g, why in sweep_result.skipped[:100]],

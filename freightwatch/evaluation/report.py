@@ -377,7 +377,8 @@ def write_report(m: dict[str, Any], path: Path) -> Path:
             rows.append([c, v["n_gt"], *(fmt_num(v.get(k), 3) for k in keys)])
         out.append(_table(["class", "objects", *keys], rows))
         out += ["", f"Thresholds (greedy matching at IoU {det_m['iou_match']:g}). The best-F1 threshold is chosen on "
-                "this data: counts at it are optimistic; the user threshold is not tuned.", ""]
+                "this data: counts at it are optimistic; the user threshold (`--conf`, else the detector card's "
+                "per-class counting thresholds, calibrated on other sites) is not tuned on it.", ""]
         rows = []
         for c in CLASSES:
             p = det_m["pr"][c]

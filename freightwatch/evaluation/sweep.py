@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -99,7 +99,7 @@ def run_sweep(
     detector: Detector | None,
     density: DensityModel | None,
     thresholds: dict[str, float],
-    conf: float,
+    conf: float | Mapping[str, float],
     cfg: PredictConfig,
     image_gsd: dict[str, float | None],
     max_pixels: int = 6000 * 6000,
@@ -114,7 +114,7 @@ def run_sweep(
         detector: Detector, or ``None`` to leave it out.
         density: Density model, or ``None``.
         thresholds: Per-class detector score thresholds (best F1 at full resolution).
-        conf: The user's score threshold.
+        conf: The user's score threshold, for every class or per class.
         cfg: How the models run.
         image_gsd: GSD of each sample's image (by image path), as the benchmark resolved it.
         max_pixels: Images larger than this are streamed from file.
@@ -128,7 +128,7 @@ def run_sweep(
         res.density_range = (lo / (1 + tol), hi * (1 + tol))
     known = [g for g in image_gsd.values() if g is not None]
     res.data_gsd = (min(known), max(known)) if known else None
-    user = dict.fromkeys(CLASSES, conf)
+    user = dict(conf) if isinstance(conf, Mapping) else dict.fromkeys(CLASSES, conf)
     records: list[dict[str, Any]] = []
     with progress(disable=None if show_progress is None else not show_progress) as bar:
         task = bar.add_task("GSD sweep", total=len(samples))
