@@ -238,14 +238,23 @@ class Detector:
 
     @classmethod
     def _load_safetensors(cls, path: Path) -> Detector:
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
+
+        from freightwatch.models import compact
 
         card_path = path.with_suffix(".json")
         try:  # the weights first: a random file named .safetensors is the problem, not its missing card
             state = load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata()
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputFileError(path, f"not a safetensors file ({str(exc).splitlines()[0][:200]})") from exc
+        if compact.is_compact(metadata):
+            try:
+                state = compact.expand_state(state, metadata)
+            except ValueError as exc:
+                raise InputFileError(path, str(exc)) from exc
         card = DetectorCard.load(card_path)
         if not card.model_yaml:
             raise InputFileError(card_path, "model card has no 'model_yaml' architecture")
@@ -296,11 +305,15 @@ class Detector:
         except ValueError as exc:
             raise InputFileError(path, str(exc)) from exc
 
-    def save(self, path: str | Path, half: bool = True) -> Path:
+    def save(self, path: str | Path, half: bool = True, max_bytes: int | None = None) -> Path:
         """Save as ``.safetensors`` plus a ``.json`` card (no pickle).
 
         ``half`` stores floating-point tensors as float16: half the size (a YOLO11n in 5 MB instead
         of 10) for a change in detections below the noise of training; loading casts back.
+        ``max_bytes`` stores the large weight tensors as 8-, 6- or 4-bit codes until the file fits
+        that size (:mod:`freightwatch.models.compact`; how many bits each tensor got goes into the
+        file's metadata and the card's ``extra["storage"]``). Measure the change in accuracy: these
+        codes change the network more than float16 does.
         """
         from safetensors.torch import save_file
 
@@ -310,9 +323,23 @@ class Detector:
         self.card.model_yaml = dict(net.yaml)
         self.card.classes = [self._cls_of[i] or str(net.names[i]) for i in sorted(self._cls_of)]
         state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        if half:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        save_file(state, str(path), metadata={"format": "freightwatch-detector"})
+        metadata = {"format": "freightwatch-detector"}
+        if max_bytes is not None:
+            from collections import Counter
+
+            from freightwatch.models import compact
+
+            state, extra_meta = compact.compress_state(state, max_bytes)
+            metadata.update(extra_meta)
+            kinds = Counter(e["kind"] for e in json.loads(extra_meta[compact.META_KEY]).values())
+            self.card.extra["storage"] = {"max_bytes": int(max_bytes), "tensors": dict(sorted(kinds.items()))}
+        else:
+            self.card.extra.pop("storage", None)  # from an earlier compact save of this detector
+            if half:
+                state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(path), metadata=metadata)
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes after compaction, over the {max_bytes} asked")
         self.card.save(path.with_suffix(".json"))
         return path
 
