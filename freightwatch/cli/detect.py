@@ -120,3 +120,27 @@ def detect_cmd(
     stdout.print(table)
     for name, p in files.items():
         typer.echo(f"{name:>16}: {p}")
+
+
+@app.command("compact")
+def compact_cmd(
+    weights: Path = typer.Argument(..., help="Detector: freightwatch .safetensors or a trusted ultralytics .pt."),
+    out: Path = typer.Option(..., "--out", help="Output .safetensors (its .json card is written beside it)."),
+    max_mb: float = typer.Option(9.5, "--max-mb", help="Largest file size in MB (10^6 bytes)."),
+) -> None:
+    """Store a detector in at most --max-mb: large tensors as 8-, 6- or 4-bit codes (no pickle).
+
+    Measure the compacted weights (``freightwatch benchmark``) before shipping them: the codes
+    change the network more than float16 storage does.
+    """
+    from freightwatch.models.detector import Detector
+
+    if max_mb <= 0:
+        raise typer.BadParameter("--max-mb must be positive")
+    det = Detector.load(weights)
+    try:
+        path = det.save(out, max_bytes=int(max_mb * 1e6))
+    except ValueError as exc:
+        raise FreightwatchError(f"{weights}: {exc}") from None
+    size = path.stat().st_size
+    typer.echo(f"{path}: {size / 1e6:.2f} MB, tensors {det.card.extra['storage']['tensors']}")
