@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 META_KEY = "compact"
@@ -46,16 +47,12 @@ def _q8(w2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _pack(idx: torch.Tensor, bits: int) -> torch.Tensor:
     """Rows of ``bits``-bit codes (values < 2**bits) packed into bytes, most significant bit first."""
-    import numpy as np
-
     a = idx.numpy().astype(np.uint8)
     planes = (a[:, :, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint8)) & 1
     return torch.from_numpy(np.packbits(planes.reshape(a.shape[0], -1), axis=1))
 
 
 def _unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    import numpy as np
-
     planes = np.unpackbits(packed.numpy(), axis=1, count=n * bits).reshape(packed.shape[0], n, bits)
     weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
     return torch.from_numpy(planes.astype(np.int64) @ weights)
@@ -81,14 +78,12 @@ def _lut(w2d: torch.Tensor, bits: int, iters: int = 30) -> tuple[torch.Tensor, t
     # Start from the levels optimal for a Gaussian (density of levels ~ p**(1/3): a normal of
     # sqrt(3) times the spread, clipped to the range); Lloyd from equal-mass quantiles crawls
     # towards the tails and stays ~1.5x worse after 20 steps at 6 bits.
-    z = torch.special.ndtri((torch.arange(k, dtype=torch.float32) + 0.5) / k) * math.sqrt(3.0)
-    import numpy as np
-
+    z = (torch.special.ndtri((torch.arange(k, dtype=torch.float32) + 0.5) / k) * math.sqrt(3.0)).numpy()
     # 1-D Lloyd on the sorted values: each cluster is a run, found by binary search of the level
     # midpoints, and its sum is a difference of prefix sums (no pass over the weights per step).
     xs = np.sort(x.numpy().astype(np.float64))
     prefix = np.concatenate([[0.0], np.cumsum(xs)])
-    lut_np = np.clip(z.numpy().astype(np.float64), xs[0], xs[-1])
+    lut_np = np.clip(z.astype(np.float64), xs[0], xs[-1])
     for _ in range(iters):
         bounds = np.concatenate([[0], np.searchsorted(xs, (lut_np[1:] + lut_np[:-1]) / 2), [xs.size]])
         cnt = np.diff(bounds)
@@ -126,23 +121,24 @@ def plan(state: Mapping[str, torch.Tensor], max_bytes: int | None = None, min_nu
     """
     kinds = {k: ("q8" if _eligible(v, min_numel) else ("fp16" if v.is_floating_point() else "raw"))
              for k, v in state.items()}
-
-    def total() -> int:
-        arrays = sum({"fp16": 1, "raw": 1, "q8": 2}.get(kinds[k], 3) for k in state)
-        return sum(_bytes(kinds[k], v) for k, v in state.items()) + header_bytes * arrays
-
     if max_bytes is None:
         return kinds
+
+    def cost(kind: str, v: torch.Tensor) -> int:  # data plus one header per stored array
+        return _bytes(kind, v) + header_bytes * {"fp16": 1, "raw": 1, "q8": 2}.get(kind, 3)
+
+    total = sum(cost(kinds[k], v) for k, v in state.items())
     eligible = [k for k in state if kinds[k] == "q8"]
     for kind in LUT_BITS:
         # the switches that save most first; a table larger than the codes it spares is skipped
         saving = {k: _bytes(kinds[k], state[k]) - _bytes(kind, state[k]) for k in eligible}
         for k in sorted((k for k in eligible if saving[k] > 0), key=lambda k: (-saving[k], k)):
-            if total() <= max_bytes:
+            if total <= max_bytes:
                 return kinds
+            total += cost(kind, state[k]) - cost(kinds[k], state[k])
             kinds[k] = kind
-    if total() > max_bytes:
-        raise ValueError(f"weights need {total() / 1e6:.2f} MB even with 4-bit codes; budget {max_bytes / 1e6:.2f} MB")
+    if total > max_bytes:
+        raise ValueError(f"weights need {total / 1e6:.2f} MB even with 4-bit codes; budget {max_bytes / 1e6:.2f} MB")
     return kinds
 
 

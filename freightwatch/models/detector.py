@@ -239,14 +239,13 @@ class Detector:
     @classmethod
     def _load_safetensors(cls, path: Path) -> Detector:
         from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
 
         from freightwatch.models import compact
 
         card_path = path.with_suffix(".json")
         try:  # the weights first: a random file named .safetensors is the problem, not its missing card
-            state = load_file(str(path))
-            with safe_open(str(path), "pt") as f:
+            with safe_open(str(path), "pt") as f:  # one read: tensors and the metadata that decodes them
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
                 metadata = f.metadata()
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputFileError(path, f"not a safetensors file ({str(exc).splitlines()[0][:200]})") from exc
