@@ -337,8 +337,9 @@ class Detector:
             if half:
                 state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(path), metadata=metadata)
-        if max_bytes is not None and path.stat().st_size > max_bytes:
-            raise ValueError(f"{path}: {path.stat().st_size} bytes after compaction, over the {max_bytes} asked")
+        if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+            path.unlink()  # no over-budget weights left without their card
+            raise ValueError(f"{path}: {size} bytes after compaction, over the {max_bytes} asked")
         self.card.save(path.with_suffix(".json"))
         return path
 
