@@ -151,3 +151,11 @@ def test_compact_command_writes_a_file_under_the_budget_and_refuses_an_impossibl
     res = cli(str(bundled_detector()), "--out", str(tmp_path / "tiny.safetensors"), "--max-mb", "0.5")
     assert res.returncode == 2 and "detector.safetensors" in res.stderr and "4-bit" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "tiny.safetensors").exists()
+
+
+def test_a_file_over_budget_after_writing_is_removed(detector, tmp_path: Path, monkeypatch) -> None:
+    real_plan = compact.plan
+    monkeypatch.setattr(compact, "plan", lambda state, max_bytes, min_numel: real_plan(state, None, min_numel))
+    with pytest.raises(ValueError, match="over the 1000000 asked"):
+        detector.save(tmp_path / "big.safetensors", max_bytes=1_000_000)  # int8 everywhere: ~2.6 MB
+    assert not (tmp_path / "big.safetensors").exists() and not (tmp_path / "big.json").exists()
