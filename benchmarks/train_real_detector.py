@@ -140,12 +140,23 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=1.0, help="share of the training images used per run")
     ap.add_argument("--synthetic-work", type=Path, default=Path("runs/weights/det40"),
                     help="the synthetic recipe's work folder (calib_sites/, test_sites/)")
+    ap.add_argument("--prepare-synthetic", action="store_true",
+                    help="write the synthetic recipe's sites and chips into --synthetic-work when "
+                    "--synthetic holds none (no synthetic training run needed)")
+    ap.add_argument("--n-calib", type=int, default=24, help="calibration sites for --prepare-synthetic")
     ap.add_argument("--finalize-only", action="store_true", help="only calibrate thresholds and evaluate OUT")
     ap.add_argument("--no-finalize", action="store_true",
                     help="skip counting thresholds and the synthetic evaluation (comparison runs)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.prepare_synthetic and not (args.synthetic / "images" / "train").is_dir():
+        from freightwatch.training.recipes import DetectorRecipe, prepare_recipe_chips
+
+        # the synthetic recipe's sites and chips without its training run (n_calib as in `make weights`)
+        made = prepare_recipe_chips(args.synthetic_work, DetectorRecipe(n_calib=args.n_calib))
+        if made.resolve() != args.synthetic.resolve():
+            raise SystemExit(f"--prepare-synthetic wrote {made}; pass --synthetic {made}")
     data_yaml, summary = build_dataset(args.out, args.synthetic, args.ships)
     print(json.dumps(summary, indent=2), flush=True)
     dev_images = sorted((args.out / "mix" / "images" / "val").glob("shipsdev__*"))

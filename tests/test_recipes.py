@@ -98,3 +98,20 @@ def test_calibrate_counting_picks_a_lower_iou_only_where_it_gains(monkeypatch, t
     assert count_conf["truck"] == 0.25
     card = DetectorCard.load(weights.with_suffix(".json"))
     assert card.class_iou == {"railcar": 0.4} and card.extra["count_calibration"]["sites"] == ["site_a"]
+
+
+def test_recipe_chips_are_written_without_training(tmp_path):
+    """The real-transfer recipe starts from a clean checkout: sites and chips only, no training run."""
+    r = recipes.DetectorRecipe(n_train=1, n_val=1, n_test=1, n_calib=1, size_m=300.0, gsd=2.0, imgsz=96)
+    root = recipes.prepare_recipe_chips(tmp_path, r)
+    assert root == tmp_path.resolve() / "run" / "dataset"
+    assert (root / "data.yaml").is_file()
+    assert list((root / "images" / "train").glob("*")) and list((root / "images" / "val").glob("*"))
+    assert [p.name for p in sorted((tmp_path / "sites").iterdir())] == ["site_1000", "site_1001"]
+    assert [p.name for p in (tmp_path / "test_sites").iterdir()] == ["site_9000"]
+    assert [p.name for p in (tmp_path / "calib_sites").iterdir()] == ["site_8000"]
+    assert not (tmp_path / "run" / "weights").exists()  # nothing was trained
+    # the training scene folder links exactly the recipe's training sites, also when run again
+    again = recipes.prepare_recipe_chips(tmp_path, r)
+    assert again == root and sorted(p.name for p in (tmp_path / "train_scenes").iterdir()) == [
+        "site_1000", "site_1001"]

@@ -283,6 +283,58 @@ def _finished_run(run_dir: Path) -> Any:
                                metrics=run_dir / "metrics.json", run_dir=run_dir / "ultralytics")
 
 
+@dataclass
+class RecipeSites:
+    """The synthetic sites of a :class:`DetectorRecipe` and the first stage's training config."""
+
+    train: list[Path]
+    test: list[Path]
+    calib: list[Path]
+    train_scenes: Path
+    """A folder of links to exactly the training sites (the sites cache may hold more)."""
+    config: Any
+    """The first stage's :class:`~freightwatch.training.detector.DetectorTrainConfig`."""
+
+
+def detector_recipe_sites(work_dir: str | Path, recipe: DetectorRecipe | None = None) -> RecipeSites:
+    """Write (or reuse) a recipe's training, test and calibration sites under ``work_dir``."""
+    import shutil
+
+    from freightwatch.training.detector import DetectorTrainConfig
+
+    r = recipe or DetectorRecipe()
+    work = Path(work_dir)
+    train_sites = synth_sites(work / "sites", list(TRAIN_SEEDS)[: r.n_train + r.n_val], gsd=r.gsd, size_m=r.size_m)
+    test_sites = synth_sites(work / "test_sites", list(TEST_SEEDS)[: r.n_test], gsd=r.gsd, size_m=r.size_m)
+    calib_sites = synth_sites(work / "calib_sites", list(CALIB_SEEDS)[: r.n_calib], gsd=r.gsd, size_m=r.size_m)
+    frac_val = r.n_val / (r.n_train + r.n_val)
+    cfg = DetectorTrainConfig(
+        model=r.model, epochs=r.epochs, imgsz=r.imgsz, batch=r.batch, seed=r.seed, gsd=r.gsd,
+        chip=ChipConfig(size=r.imgsz, overlap=0.2, keep_empty=0.1, fractions=(1 - frac_val, frac_val, 0.0),
+                        seed=r.seed),
+    )
+    chosen = work / "train_scenes"
+    if chosen.exists():
+        shutil.rmtree(chosen)
+    chosen.mkdir(parents=True)
+    for site in train_sites:
+        (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
+    return RecipeSites(train_sites, test_sites, calib_sites, chosen, cfg)
+
+
+def prepare_recipe_chips(work_dir: str | Path, recipe: DetectorRecipe | None = None) -> Path:
+    """The recipe's first-stage chip dataset (``WORK/run/dataset``) without training; returns its folder.
+
+    Other recipes (the real-transfer detector) mix these chips and use the same calibration and
+    test sites, so they can start from a clean checkout without the synthetic training run.
+    """
+    from freightwatch.training.detector import prepare_dataset
+
+    sites = detector_recipe_sites(work_dir, recipe)
+    data_yaml, _, _ = prepare_dataset(sites.train_scenes, Path(work_dir).resolve() / "run", sites.config.chip)
+    return data_yaml.parent
+
+
 def train_bundled_detector(
     work_dir: str | Path, dest: str | Path, recipe: DetectorRecipe | None = None, reuse_stage1: bool = False,
     reuse_stage2: bool = False,
@@ -296,26 +348,13 @@ def train_bundled_detector(
     import shutil
 
     from freightwatch.models.detector import DetectorCard
-    from freightwatch.training.detector import DetectorTrainConfig, train_detector
+    from freightwatch.training.detector import train_detector
 
     r = recipe or DetectorRecipe()
     work = Path(work_dir)
-    train_sites = synth_sites(work / "sites", list(TRAIN_SEEDS)[: r.n_train + r.n_val], gsd=r.gsd, size_m=r.size_m)
-    test_sites = synth_sites(work / "test_sites", list(TEST_SEEDS)[: r.n_test], gsd=r.gsd, size_m=r.size_m)
-    calib_sites = synth_sites(work / "calib_sites", list(CALIB_SEEDS)[: r.n_calib], gsd=r.gsd, size_m=r.size_m)
-    frac_val = r.n_val / (r.n_train + r.n_val)
-    cfg = DetectorTrainConfig(
-        model=r.model, epochs=r.epochs, imgsz=r.imgsz, batch=r.batch, seed=r.seed, gsd=r.gsd,
-        chip=ChipConfig(size=r.imgsz, overlap=0.2, keep_empty=0.1, fractions=(1 - frac_val, frac_val, 0.0),
-                        seed=r.seed),
-    )
-    # a folder holding exactly this recipe's scene folders (the sites cache may hold more)
-    chosen = work / "train_scenes"
-    if chosen.exists():
-        shutil.rmtree(chosen)
-    chosen.mkdir(parents=True)
-    for site in train_sites:
-        (chosen / site.name).symlink_to(site.resolve(), target_is_directory=True)
+    sites = detector_recipe_sites(work, r)
+    train_sites, test_sites, calib_sites = sites.train, sites.test, sites.calib
+    cfg, chosen = sites.config, sites.train_scenes
     t0 = time.time()
     stage1 = work / "run"
     res = _finished_run(stage1) if reuse_stage1 or reuse_stage2 else None
