@@ -98,6 +98,12 @@ def test_calibrate_counting_picks_a_lower_iou_only_where_it_gains(monkeypatch, t
     assert count_conf["truck"] == 0.25
     card = DetectorCard.load(weights.with_suffix(".json"))
     assert card.class_iou == {"railcar": 0.4} and card.extra["count_calibration"]["sites"] == ["site_a"]
+    # detections a caller already holds are reused, the missing IoUs detected and handed back
+    seen.clear()
+    runs_at = {0.5: fake_detect(None, None, 0.5)}
+    seen.clear()
+    again = recipes.calibrate_counting(weights, [Path("site_a")], write=False, runs_at=runs_at)
+    assert again == (count_conf, class_iou) and sorted(seen) == [0.3, 0.4] and sorted(runs_at) == [0.3, 0.4, 0.5]
 
 
 def test_recipe_chips_are_written_without_training(tmp_path):

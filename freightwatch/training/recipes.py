@@ -169,7 +169,9 @@ def calibrate_count_thresholds(weights: str | Path, site_dirs: Sequence[Path],
 
 def calibrate_counting(weights: str | Path, site_dirs: Sequence[Path], ious: Sequence[float] = (0.5, 0.4, 0.3),
                        default_iou: float = 0.5, min_gain: float = 0.1, write: bool = True,
-                       grid: Sequence[float] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+                       grid: Sequence[float] | None = None,
+                       runs_at: dict[float, Sequence[tuple[Path, Any, list[Any], Any]]] | None = None,
+                       ) -> tuple[dict[str, float], dict[str, float]]:
     """Per-class score thresholds and NMS IoU thresholds that minimise the zone count error.
 
     For each IoU in ``ious`` the calibration sites are detected once and each class gets its best
@@ -178,6 +180,8 @@ def calibrate_counting(weights: str | Path, site_dirs: Sequence[Path], ious: Seq
     nadir imagery but whose neighbours' boxes (or shadows) overlap theirs, such as railcars on
     adjacent tracks, can count better with a lower IoU; trucks packed at angles in lots count
     worse. With ``write`` both go into the model card (``count_conf``, ``class_iou``).
+    ``runs_at`` maps an IoU to :func:`detect_sites` results at it: those present are reused,
+    missing ones are filled in, so a caller can calibrate further on the same detections.
 
     Returns:
         ``(count_conf, class_iou)``; ``class_iou`` holds only classes whose IoU is not the default.
@@ -188,8 +192,11 @@ def calibrate_counting(weights: str | Path, site_dirs: Sequence[Path], ious: Seq
     ious = sorted({float(default_iou), *map(float, ious)}, reverse=True)
     thr_at: dict[float, dict[str, float]] = {}
     err_at: dict[float, dict[str, float]] = {}
+    runs_at = {} if runs_at is None else runs_at
     for iou in ious:
-        runs = detect_sites(det, site_dirs, iou=iou)
+        if iou not in runs_at:
+            runs_at[iou] = detect_sites(det, site_dirs, iou=iou)
+        runs = runs_at[iou]
         thr_at[iou] = calibrate_count_thresholds(weights, site_dirs, grid=grid, write=False, runs=runs)
         err_at[iou] = {c: class_count_errors(runs, c, [thr_at[iou][c]])[thr_at[iou][c]] for c in CLASSES}
     count_conf: dict[str, float] = {}
