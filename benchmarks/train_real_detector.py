@@ -87,10 +87,10 @@ def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dic
     """Counting thresholds and per-class NMS IoU (trucks/railcars on synthetic calibration sites,
     as the synthetic recipe does; boats on those sites and the real dev tiles) into the card, then
     accuracy on the held-out synthetic test sites."""
-    from freightwatch.training.recipes import calibrate_counting, class_count_errors, evaluate_detector_on_sites
+    from freightwatch.models.detector import DetectorCard
+    from freightwatch.training.recipes import calibrate_counting, class_count_errors
 
     calib = sorted((synthetic_work / "calib_sites").glob("site_*"))
-    test = sorted((synthetic_work / "test_sites").glob("site_*"))
     runs_at: dict = {}  # the calibration sites detected once per IoU, for every class and threshold below
     thr, class_iou = calibrate_counting(weights, calib, write=False, runs_at=runs_at)
     # boats keep the default IoU: their real dev tiles are detected at it
@@ -103,17 +103,23 @@ def finalize(weights: Path, synthetic_work: Path, dev_images: list[Path]) -> dic
     best = min(joint, key=lambda t: (joint[t], t))
     thr["boat"] = best if joint[best] <= 0.9 * joint[0.25] else 0.25
     boat_err = {"real_dev": boat_err, "synthetic_calib": syn_err, "joint": joint}
-    from freightwatch.models.detector import DetectorCard
-
     card = DetectorCard.load(weights.with_suffix(".json"))
     card.count_conf, card.class_iou = thr, class_iou
     card.extra = {**card.extra, "count_conf_from": "truck, railcar (score and NMS IoU): synthetic calibration sites "
                   f"{calib[0].name}-{calib[-1].name}; boat: those sites and {len(dev_images)} real dev tiles "
                   "(train split), mean relative error"}
     card.save(weights.with_suffix(".json"))
-    acc = evaluate_detector_on_sites(weights, test)
+    return evaluate(weights, synthetic_work, {"boat_dev_errors": boat_err})
+
+
+def evaluate(weights: Path, synthetic_work: Path, extra: dict | None = None) -> dict:
+    """Accuracy on the held-out synthetic test sites with the card's counting thresholds and IoU,
+    written to ``detector_accuracy.json`` beside the weights."""
+    from freightwatch.training.recipes import evaluate_detector_on_sites
+
+    acc = evaluate_detector_on_sites(weights, sorted((synthetic_work / "test_sites").glob("site_*")))
     acc.pop("per_zone", None)
-    acc["boat_dev_errors"] = boat_err
+    acc.update(extra or {})
     (weights.parent / "detector_accuracy.json").write_text(json.dumps(acc, indent=2))
     return acc
 
@@ -142,10 +148,17 @@ def main() -> None:
                     "--synthetic holds none (no synthetic training run needed)")
     ap.add_argument("--n-calib", type=int, default=24, help="calibration sites for --prepare-synthetic")
     ap.add_argument("--finalize-only", action="store_true", help="only calibrate thresholds and evaluate OUT")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="only measure OUT/detector.safetensors on the held-out synthetic sites with its "
+                    "card's thresholds (e.g. a `freightwatch compact` copy)")
     ap.add_argument("--no-finalize", action="store_true",
                     help="skip counting thresholds and the synthetic evaluation (comparison runs)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.evaluate_only:
+        acc = evaluate(args.out / "detector.safetensors", args.synthetic_work)
+        print(json.dumps({k: acc[k] for k in ("zone_count_rel_error", "conf", "iou")}, indent=2))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.prepare_synthetic and not (args.synthetic / "images" / "train").is_dir():
         from freightwatch.training.recipes import DetectorRecipe, prepare_recipe_chips
