@@ -123,6 +123,8 @@ def test_model_is_small() -> None:
 def test_save_load_round_trip_without_unpickling(tmp_path: Path, small_model: DensityModel, monkeypatch) -> None:
     path = small_model.save(tmp_path / "d.safetensors")
     assert path.with_suffix(".json").is_file()
+    # readable like the card beside it (safetensors alone leaves its temporary file's 0600)
+    assert path.stat().st_mode & 0o777 == path.with_suffix(".json").stat().st_mode & 0o777
 
     def boom(*a, **k):
         raise AssertionError("loading must not unpickle")

@@ -431,13 +431,13 @@ class DensityModel:
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Save as ``.safetensors`` plus a ``.json`` config (no pickle). Returns the weights path."""
-        from safetensors.torch import save_file
+        from freightwatch.models import save_safetensors
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
         meta = {"format": FORMAT, "classes": ",".join(self.config.classes), "bands": str(self.config.bands)}
-        save_file(state, str(path), metadata=meta)
+        save_safetensors(state, path, metadata=meta)
         self.config.save(path.with_suffix(".json"))
         return path
 

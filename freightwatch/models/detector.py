@@ -314,7 +314,7 @@ class Detector:
         file's metadata and the card's ``extra["storage"]``). Measure the change in accuracy: these
         codes change the network more than float16 does.
         """
-        from safetensors.torch import save_file
+        from freightwatch.models import save_safetensors
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ class Detector:
             self.card.extra.pop("storage", None)  # from an earlier compact save of this detector
             if half:
                 state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        save_file(state, str(path), metadata=metadata)
+        save_safetensors(state, path, metadata=metadata)
         if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
             path.unlink()  # no over-budget weights left without their card
             raise ValueError(f"{path}: {size} bytes after compaction, over the {max_bytes} asked")
