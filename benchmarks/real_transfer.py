@@ -210,6 +210,24 @@ def markdown(det: dict[str, Any], dens: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_accuracy(path: Path, name: str, weights: Path, real: dict[str, Any],
+                   others: dict[str, Any] | None = None) -> None:
+    """One detector's accuracy record: held-out synthetic sites and real validation tiles (plus,
+    for comparison, the real figures of the ``others`` measured beside it)."""
+    syn = weights.parent / "detector_accuracy.json"
+    if not syn.is_file():
+        raise SystemExit(f"{syn}: no synthetic accuracy beside {weights} (train_real_detector.py --evaluate-only)")
+    record = {
+        "what": f"{name}: held-out synthetic sites (benchmarks/train_real_detector.py) and real validation tiles "
+                "never trained or tuned on (benchmarks/real_transfer.py)",
+        "synthetic": json.loads(syn.read_text()),
+        "real": real,
+        **({"real_other_detectors": others} if others else {}),
+    }
+    path.write_text(json.dumps(record, indent=2))
+    logging.info("wrote %s", path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", action="append", default=[], help="NAME=PATH of a detector (repeatable)")
@@ -217,6 +235,9 @@ def main() -> None:
                     "'bundled' for the bundled one")
     ap.add_argument("--out", type=Path, default=Path("runs/real/transfer"))
     ap.add_argument("--reuse", action="store_true", help="read benchmarks already in OUT instead of rerunning them")
+    ap.add_argument("--accuracy-json", type=Path, default=None,
+                    help="also write the first detector's accuracy file (held-out synthetic figures from the "
+                    "detector_accuracy.json beside its weights, and the real figures measured here), as bundled")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not DATA.is_dir():
@@ -231,6 +252,9 @@ def main() -> None:
     old.setdefault("detectors", {}).update(det_res)
     old.setdefault("density", {}).update(dens_res)
     out_json.write_text(json.dumps(old, indent=2))
+    if args.accuracy_json is not None and dets:
+        write_accuracy(args.accuracy_json, *dets[0], det_res[dets[0][0]],
+                       {n: det_res[n] for n, _ in dets[1:]})
     md = markdown(old["detectors"], old["density"])
     (args.out / "real_transfer.md").write_text(md)
     print(md)

@@ -144,12 +144,13 @@ def test_compact_command_writes_a_file_under_the_budget_and_refuses_an_impossibl
         return subprocess.run([sys.executable, "-m", "freightwatch", "compact", *args], capture_output=True,
                               text=True, timeout=300)
 
-    res = cli(str(bundled_detector()), "--out", str(tmp_path / "small.safetensors"), "--max-mb", "2.2")
+    yolo11n = bundled_detector("bundled-synthetic")  # 5.3 MB in float16
+    res = cli(str(yolo11n), "--out", str(tmp_path / "small.safetensors"), "--max-mb", "2.2")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "small.safetensors").stat().st_size <= 2_200_000
     assert (tmp_path / "small.json").is_file() and "small.safetensors" in res.stdout
-    res = cli(str(bundled_detector()), "--out", str(tmp_path / "tiny.safetensors"), "--max-mb", "0.5")
-    assert res.returncode == 2 and "detector.safetensors" in res.stderr and "4-bit" in res.stderr
+    res = cli(str(yolo11n), "--out", str(tmp_path / "tiny.safetensors"), "--max-mb", "0.5")
+    assert res.returncode == 2 and "detector_synthetic.safetensors" in res.stderr and "4-bit" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "tiny.safetensors").exists()
 
 

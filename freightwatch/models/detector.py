@@ -27,12 +27,19 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 """Where the demo weights ship inside the package."""
 
 
-BUNDLED_DETECTORS: dict[str, str] = {"bundled": "detector.safetensors", "bundled-real": "detector_real.safetensors"}
-"""Names accepted in place of a weights path: the default (synthetic) and the real-transfer detector."""
+BUNDLED_DETECTORS: dict[str, str] = {
+    "bundled": "detector.safetensors",
+    "bundled-real": "detector.safetensors",
+    "bundled-synthetic": "detector_synthetic.safetensors",
+}
+"""Names accepted in place of a weights path. ``bundled`` (the default) is the real-transfer
+YOLOv8s (synthetic scenes + real ship tiles, from real-photo weights, stored compact);
+``bundled-real`` is the same file under the name it had when it shipped beside the default;
+``bundled-synthetic`` the YOLO11n trained on synthetic scenes only (4x less compute)."""
 
 
 def bundled_detector(name: str = "bundled") -> Path:
-    """Path of a bundled detector (``.safetensors``): ``bundled`` (default) or ``bundled-real``."""
+    """Path of a bundled detector (``.safetensors``), by a name of :data:`BUNDLED_DETECTORS`."""
     return BUNDLED_DIR / BUNDLED_DETECTORS[name]
 
 
@@ -218,7 +225,8 @@ class Detector:
         """Load weights: freightwatch ``.safetensors`` (+ ``.json`` card) or a trusted ultralytics ``.pt``.
 
         Args:
-            path: Weights file, or ``bundled`` / ``bundled-real`` (see :data:`BUNDLED_DETECTORS`);
+            path: Weights file, or a bundled name (``bundled``, ``bundled-synthetic``: see
+                :data:`BUNDLED_DETECTORS`);
                 the bundled demo detector when ``None``.
 
         Raises:
