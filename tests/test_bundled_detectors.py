@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from freightwatch.models.detector import BUNDLED_DIR, BUNDLED_DETECTORS, Detector, bundled_detector
+from freightwatch.models.detector import BUNDLED_DETECTORS, BUNDLED_DIR, Detector, bundled_detector
 
 DEFAULT = BUNDLED_DIR / "detector.safetensors"
 

@@ -61,7 +61,9 @@ def detect_cmd(
     scene: Path = typer.Argument(..., help="GeoTIFF scene (any size)."),
     zones: Path | None = typer.Option(None, "--zones", help="Zones GeoJSON (lot, bridge, rail_yard, river, dock)."),
     out: Path = typer.Option(Path("runs/detect"), "--out", help="Output folder."),
-    weights: Path | None = typer.Option(None, help="Detector weights, or bundled-synthetic for the faster synthetic-only YOLO11n (default: the bundled real-transfer YOLOv8s)."),
+    weights: Path | None = typer.Option(
+        None, help="Detector weights, or bundled-synthetic for the faster synthetic-only YOLO11n "
+        "(default: the bundled real-transfer YOLOv8s)."),
     conf: float | None = typer.Option(
         None, help="Score threshold for all classes (default: the model card's per-class counting thresholds, "
         "else 0.25)."),
