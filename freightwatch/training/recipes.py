@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from freightwatch.datasets.chips import ChipConfig
 from freightwatch.datasets.synthetic import SiteConfig, generate_site, write_site
 from freightwatch.evaluation.detection import coco_metrics, nan_to_none
 from freightwatch.taxonomy import CLASSES
+
+if TYPE_CHECKING:
+    from freightwatch.training.detector import DetectorTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +302,8 @@ class RecipeSites:
     calib: list[Path]
     train_scenes: Path
     """A folder of links to exactly the training sites (the sites cache may hold more)."""
-    config: Any
-    """The first stage's :class:`~freightwatch.training.detector.DetectorTrainConfig`."""
+    config: DetectorTrainConfig
+    """The first stage's training config (its ``chip`` settings make the chip dataset)."""
 
 
 def detector_recipe_sites(work_dir: str | Path, recipe: DetectorRecipe | None = None) -> RecipeSites:
