@@ -67,8 +67,9 @@ weights: $(STAMP)
 	  cp runs/real/v8s-compact/detector.json freightwatch/weights/detector.json; \
 	  cp runs/real/v8s-compact/bundled_accuracy.json freightwatch/weights/detector_accuracy.json; \
 	else echo "../shared not found: the synthetic-only detector becomes the default"; \
-	  for f in detector.safetensors detector.json detector_accuracy.json; do \
-	    cp freightwatch/weights/$$(echo $$f | sed 's/detector/detector_synthetic/') freightwatch/weights/$$f; done; \
+	  cp freightwatch/weights/detector_synthetic.safetensors freightwatch/weights/detector.safetensors; \
+	  cp freightwatch/weights/detector_synthetic.json freightwatch/weights/detector.json; \
+	  cp freightwatch/weights/detector_synthetic_accuracy.json freightwatch/weights/detector_accuracy.json; \
 	fi
 
 lint: $(STAMP)
